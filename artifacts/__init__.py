@@ -1,0 +1,1 @@
+"""Artifacts produced by executions: storage, collection, download, baselines, image diffs."""

@@ -1,0 +1,1 @@
+"""Artifact models arrive with artifact collection; the app exists so the layout is stable."""

@@ -1,0 +1,205 @@
+"""Django settings, all driven by environment variables (see docs/operations.md).
+
+Development and production differ only by environment: with nothing set, Switchyard runs on an
+embedded SQLite file under `var/` with a generated, persisted secret key.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from config.env import env_bool, env_float, env_int, env_list, env_str
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(env_str("SWITCHYARD_VAR_DIR", str(BASE_DIR / "var")))
+VAR_DIR.mkdir(parents=True, exist_ok=True)
+(VAR_DIR / "static").mkdir(exist_ok=True)
+
+PRODUCTION = env_bool("SWITCHYARD_PRODUCTION", False)
+DEBUG = env_bool("DEBUG", not PRODUCTION)
+
+
+def _secret_key() -> str:
+    key = env_str("SECRET_KEY")
+    if key:
+        return key
+    if PRODUCTION:
+        raise ImproperlyConfigured("SECRET_KEY must be set when SWITCHYARD_PRODUCTION is true")
+    # Development: generate once and keep it, so sessions survive restarts.
+    path = VAR_DIR / "secret_key"
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(50))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+SECRET_KEY = _secret_key()
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "django.contrib.humanize",
+    "django_htmx",
+    "django_q",
+    "runs",
+    "jobs",
+    "artifacts",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+ASGI_APPLICATION = "config.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    }
+]
+
+
+def _database() -> dict:
+    url = env_str("DATABASE_URL", f"sqlite:///{VAR_DIR / 'switchyard.sqlite3'}")
+    try:
+        config = dj_database_url.parse(url, conn_max_age=600, conn_health_checks=True)
+    except Exception as exc:  # dj-database-url raises several types for bad URLs
+        raise ImproperlyConfigured(f"DATABASE_URL is not a valid database URL: {exc}") from None
+    if config["ENGINE"] == "django.db.backends.sqlite3":
+        # SQLite is shared by the web process and several q2 worker processes: WAL lets readers
+        # run beside the writer, the busy timeout waits instead of failing with "database is
+        # locked", and IMMEDIATE takes the write lock at BEGIN so two transactions can never
+        # deadlock upgrading read locks.
+        config["CONN_MAX_AGE"] = 0 if "pytest" in sys.modules else 600
+        config["OPTIONS"] = {
+            "timeout": 30,
+            "transaction_mode": "IMMEDIATE",
+            "init_command": (
+                "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=30000;"
+            ),
+        }
+        # A file, not :memory:, so that worker subprocesses in tests see the same database.
+        # Per process, so two test sessions on one machine never share a database file.
+        config["TEST"] = {"NAME": str(VAR_DIR / f"test-{os.getpid()}.sqlite3")}
+    return config
+
+
+DATABASES = {"default": _database()}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "home"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+WHITENOISE_USE_FINDERS = DEBUG
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": (
+            "django.contrib.staticfiles.storage.StaticFilesStorage"
+            if DEBUG
+            else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        )
+    },
+}
+
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", PRODUCTION)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", PRODUCTION)
+X_FRAME_OPTIONS = "DENY"
+
+# --- Switchyard engine -------------------------------------------------------------------------
+
+# Where each attempt gets its fresh working directory.
+SWITCHYARD_WORK_ROOT = Path(env_str("SWITCHYARD_WORK_ROOT", str(VAR_DIR / "work")))
+# Keep attempt working directories after they finish (debugging); default removes them.
+SWITCHYARD_KEEP_WORKDIRS = env_bool("SWITCHYARD_KEEP_WORKDIRS", False)
+# Seconds between SIGTERM and SIGKILL when a command is timed out or cancelled.
+SWITCHYARD_KILL_GRACE = env_float("SWITCHYARD_KILL_GRACE", 5.0, minimum=0.0)
+# Log batching: flush after this many lines or this many seconds, whichever comes first.
+SWITCHYARD_LOG_BATCH_LINES = env_int("SWITCHYARD_LOG_BATCH_LINES", 2000, minimum=1)
+SWITCHYARD_LOG_BATCH_SECONDS = env_float("SWITCHYARD_LOG_BATCH_SECONDS", 0.25, minimum=0.01)
+# Per-execution cap on stored log bytes; past it a truncation notice is stored instead.
+SWITCHYARD_LOG_MAX_BYTES = env_int("SWITCHYARD_LOG_MAX_BYTES", 50 * 1024 * 1024, minimum=1024)
+# Longest single line kept; longer lines are cut with a marker.
+SWITCHYARD_LOG_MAX_LINE = env_int("SWITCHYARD_LOG_MAX_LINE", 16 * 1024, minimum=80)
+# Bound on stored error text (with a visible truncation marker).
+SWITCHYARD_ERROR_MAX_CHARS = env_int("SWITCHYARD_ERROR_MAX_CHARS", 4000, minimum=200)
+# Largest result.json accepted as an execution's result.
+SWITCHYARD_RESULT_MAX_BYTES = env_int("SWITCHYARD_RESULT_MAX_BYTES", 1024 * 1024, minimum=1024)
+# Default task timeout when a task does not set one.
+SWITCHYARD_DEFAULT_TIMEOUT = env_int("SWITCHYARD_DEFAULT_TIMEOUT", 3600, minimum=1)
+SWITCHYARD_HEARTBEAT_SECONDS = env_float("SWITCHYARD_HEARTBEAT_SECONDS", 5.0, minimum=0.1)
+
+# django-q2. Our own timeouts and heartbeats govern executions, so q2 must neither kill a healthy
+# long run (`timeout` far beyond any task timeout) nor hand it to a second worker (`retry` longer
+# still, as q2 requires). A delivery lost with its worker is recovered by Switchyard's lease
+# reaper, not by q2 re-delivery; a duplicate delivery finds the execution claimed and returns.
+Q_CLUSTER = {
+    "name": "switchyard",
+    "orm": "default",
+    "workers": env_int("SWITCHYARD_WORKERS", 2, minimum=1),
+    "timeout": 30 * 24 * 3600,
+    "retry": 31 * 24 * 3600,
+    "max_attempts": 1,
+    "ack_failures": True,
+    "save_limit": 100,
+    "poll": env_float("SWITCHYARD_Q_POLL", 0.2, minimum=0.01),
+    "catch_up": False,
+    "recycle": 500,
+    "label": "Task queue",
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}

@@ -1,0 +1,235 @@
+"""The command executor: runs a task's argv as a subprocess, never through a shell.
+
+- Parameters are substituted per argument (`{{ name }}` inside one argv element stays inside
+  that element), and also given as SWITCHYARD_PARAM_<NAME> variables and a params.json file.
+- The process gets its own session/process group, a scrubbed environment, a fresh working
+  directory, and PR_SET_PDEATHSIG so it dies if the worker process dies.
+- stdout/stderr are read with a selector in this thread and stored in batches (LogWriter).
+- Timeout or stop: SIGTERM to the whole group, a grace period, then SIGKILL. Processes left in
+  the group after the main process exits are killed too, so nothing outlives the attempt.
+- A result.json written in the working directory becomes the execution's result.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import json
+import os
+import selectors
+import signal
+import subprocess
+import time
+from typing import Any
+
+from django.conf import settings
+
+from jobs.executors import ExecutionContext, Outcome, error_truncate
+from runs.models import ExecutionStatus, LogStream
+from runs.secret_box import mask_secrets
+from runs.specs import PLACEHOLDER_RE
+
+_PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_prctl = _libc.prctl
+
+
+def _child_setup() -> None:
+    # Runs in the child between fork and exec. Kept minimal: no imports, no locks.
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def param_text(value: Any) -> str:
+    """A parameter value as the text a program receives."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return value
+    return json.dumps(value)
+
+
+def render(template: str, params: dict[str, Any]) -> str:
+    """Substitute {{ name }} placeholders. The result is one string: one argv element."""
+    return PLACEHOLDER_RE.sub(lambda m: param_text(params.get(m.group(1), "")), template)
+
+
+def command_env(ctx: ExecutionContext, spec: dict) -> dict[str, str]:
+    """The scrubbed environment: nothing of the worker's except PATH and locale."""
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C.UTF-8",
+        "HOME": str(ctx.workdir),
+        "TMPDIR": str(ctx.workdir),
+        "PYTHONUNBUFFERED": "1",  # so Python programs' lines arrive as they are printed
+        "SWITCHYARD_RUN_ID": str(ctx.run_id),
+        "SWITCHYARD_EXECUTION_ID": str(ctx.execution_id),
+        "SWITCHYARD_ATTEMPT": str(ctx.attempt),
+        "SWITCHYARD_PARAMS_FILE": str(ctx.workdir / "params.json"),
+        "SWITCHYARD_RESULT_FILE": str(ctx.workdir / "result.json"),
+    }
+    for name, value in (spec.get("env") or {}).items():
+        env[name] = render(value, ctx.params)
+    for name, value in ctx.params.items():
+        env[f"SWITCHYARD_PARAM_{name.upper()}"] = param_text(value)
+    return env
+
+
+def _signal_group(pgid: int, sig: int) -> bool:
+    try:
+        os.killpg(pgid, sig)
+        return True
+    except (ProcessLookupError, PermissionError):
+        return False
+
+
+def command_execute(ctx: ExecutionContext) -> Outcome:
+    """Run the command of ctx.snapshot and return how it ended."""
+    spec = ctx.snapshot["spec"]
+    timeout = int(ctx.snapshot.get("timeout_seconds") or settings.SWITCHYARD_DEFAULT_TIMEOUT)
+    grace = settings.SWITCHYARD_KILL_GRACE
+    argv = [render(arg, ctx.params) for arg in spec["argv"]]
+    (ctx.workdir / "params.json").write_text(json.dumps(ctx.params))
+    (ctx.workdir / "params.json").chmod(0o600)
+    env = command_env(ctx, spec)
+    log = ctx.log
+    shown = mask_secrets(" ".join(repr(a) if " " in a else a for a in argv), ctx.secret_values)
+    log.system(f"$ {shown}")
+    try:
+        proc = subprocess.Popen(  # noqa: S603  argv list, no shell
+            argv,
+            cwd=ctx.workdir,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            close_fds=True,
+            preexec_fn=_child_setup,  # noqa: PLW1509  only prctl, see _child_setup
+        )
+    except (FileNotFoundError, PermissionError, NotADirectoryError, OSError) as exc:
+        message = f"Could not start {argv[0]!r}: {exc.strerror or exc}"
+        log.system(message)
+        return Outcome(status=ExecutionStatus.FAILED, outcome="not_started", error=message)
+
+    pgid = proc.pid  # start_new_session makes the child the leader of a new group
+    selector = selectors.DefaultSelector()
+    selector.register(proc.stdout, selectors.EVENT_READ, LogStream.STDOUT)
+    selector.register(proc.stderr, selectors.EVENT_READ, LogStream.STDERR)
+    partial = {LogStream.STDOUT: b"", LogStream.STDERR: b""}
+    max_partial = settings.SWITCHYARD_LOG_MAX_LINE * 4
+
+    started = time.monotonic()
+    deadline = started + timeout
+    stop_kind: str | None = None  # "timeout" or "stop"
+    kill_at: float | None = None
+    leader_exited_at: float | None = None
+
+    def emit(stream: str, raw: bytes) -> None:
+        log.add(stream, raw.decode("utf-8", errors="replace").rstrip("\r"))
+
+    while selector.get_map():
+        for key, _events in selector.select(timeout=0.1):
+            stream = key.data
+            data = os.read(key.fd, 65536)
+            if not data:
+                selector.unregister(key.fileobj)
+                if partial[stream]:
+                    emit(stream, partial[stream])
+                    partial[stream] = b""
+                continue
+            buffer = partial[stream] + data
+            lines = buffer.split(b"\n")
+            partial[stream] = lines.pop()
+            for line in lines:
+                emit(stream, line)
+            if len(partial[stream]) > max_partial:  # a huge line without newline
+                emit(stream, partial[stream])
+                partial[stream] = b""
+        if log.due():
+            log.flush()
+        now = time.monotonic()
+        if stop_kind is None:
+            if now >= deadline:
+                stop_kind = "timeout"
+                log.system(f"timed out after {timeout} s: sending SIGTERM to the process group")
+            elif ctx.stop.is_set():
+                stop_kind = "stop"
+                log.system(f"stopping ({ctx.stop_reason}): sending SIGTERM to the process group")
+            if stop_kind:
+                _signal_group(pgid, signal.SIGTERM)
+                kill_at = now + grace
+        elif kill_at is not None and now >= kill_at:
+            if _signal_group(pgid, signal.SIGKILL):
+                log.system(f"still running {grace:g} s after SIGTERM: sent SIGKILL")
+            kill_at = None
+        if leader_exited_at is None and proc.poll() is not None:
+            leader_exited_at = now
+            # Anything the command left running in its group dies with the attempt.
+            if _signal_group(pgid, signal.SIGKILL):
+                log.system("killed processes the command left running in its process group")
+        if leader_exited_at is not None and now - leader_exited_at > 2.0:
+            # A process that left the group still holds our pipes; stop reading.
+            log.system("stopped reading output held open by a process outside the group")
+            break
+    selector.close()
+    proc.stdout.close()
+    proc.stderr.close()
+    returncode = proc.wait()
+    _signal_group(pgid, signal.SIGKILL)
+    log.flush()
+
+    result, result_note = _read_result(ctx)
+    if result_note:
+        log.system(result_note)
+
+    if stop_kind == "timeout":
+        return Outcome(
+            status=ExecutionStatus.TIMED_OUT,
+            exit_code=returncode,
+            outcome="timed_out",
+            error=f"Timed out after {timeout} s; the process group was terminated.",
+            result=result,
+        )
+    if stop_kind == "stop":
+        return Outcome(
+            status=ExecutionStatus.CANCELLED,
+            exit_code=returncode,
+            outcome="stopped",
+            error=ctx.stop_reason or "stopped",
+            result=result,
+        )
+    if returncode == 0:
+        return Outcome(status=ExecutionStatus.SUCCEEDED, exit_code=0, outcome="success",
+                       result=result)
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        headline = f"Killed by {name}"
+    else:
+        headline = f"Exited with code {returncode}"
+    tail = "\n".join(log.stderr_tail)
+    error = f"{headline}\n{tail}" if tail else headline
+    return Outcome(
+        status=ExecutionStatus.FAILED,
+        exit_code=returncode,
+        outcome="failure",
+        error=error_truncate(error),
+        result=result,
+    )
+
+
+def _read_result(ctx: ExecutionContext) -> tuple[Any, str]:
+    path = ctx.workdir / "result.json"
+    if not path.is_file() or path.is_symlink():
+        return None, ""
+    size = path.stat().st_size
+    limit = settings.SWITCHYARD_RESULT_MAX_BYTES
+    if size > limit:
+        return None, f"result.json ignored: {size} bytes is over the {limit} byte limit"
+    try:
+        return json.loads(path.read_text(encoding="utf-8")), ""
+    except (ValueError, UnicodeDecodeError) as exc:
+        return None, f"result.json ignored: not valid JSON ({exc})"

@@ -1,0 +1,1 @@
+"""The jobs app keeps its state on runs.Execution and runs.Attempt; no models of its own yet."""

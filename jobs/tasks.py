@@ -1,0 +1,114 @@
+"""q2 tasks. They take ids only, reload, and return early when the work is not theirs, because
+q2 delivers at least once."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+
+from django.conf import settings
+from django.db import connection
+
+from jobs.executors import ExecutionContext, Outcome, error_truncate, executor_for
+from jobs.logwriter import LogWriter
+from jobs.worker import worker_id
+from runs.models import Execution, ExecutionStatus
+from runs.secret_box import secrets_decrypt
+from runs.transitions import execution_claim, execution_finish, execution_heartbeat
+
+logger = logging.getLogger(__name__)
+
+
+class Heartbeat(threading.Thread):
+    """Refreshes the attempt's lease every few seconds; asks the executor to stop when the
+    attempt is no longer current (it was cancelled or reaped)."""
+
+    def __init__(self, ctx: ExecutionContext, interval: float) -> None:
+        super().__init__(name=f"heartbeat-{ctx.execution_id}", daemon=True)
+        self.ctx = ctx
+        self.interval = interval
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        try:
+            while not self.done.wait(self.interval):
+                try:
+                    current = execution_heartbeat(
+                        execution_id=self.ctx.execution_id, attempt_number=self.ctx.attempt
+                    )
+                except Exception:
+                    logger.exception("heartbeat of execution %s failed", self.ctx.execution_id)
+                    continue
+                if not current:
+                    self.ctx.stop_reason = "the attempt is no longer current"
+                    self.ctx.stop.set()
+                    return
+        finally:
+            connection.close()
+
+
+def execution_run(execution_id: int) -> str:
+    """Claim the execution, run it, and record how it ended. Idempotent per delivery.
+
+    (q2's worker closes stale database connections before each task, so this does not.)
+    """
+    me = worker_id()
+    attempt = execution_claim(execution_id=execution_id, worker=me)
+    if attempt is None:
+        return f"execution {execution_id}: not queued (already claimed or ended); nothing to do"
+    execution = Execution.objects.select_related("run").get(pk=execution_id)
+    run = execution.run
+    snapshot = run.task_snapshot
+    try:
+        secrets = secrets_decrypt(run.secret_params)
+    except ValueError as exc:
+        execution_finish(execution_id=execution_id, attempt_number=attempt.number,
+                         status=ExecutionStatus.FAILED, outcome="not_started", error=str(exc))
+        return str(exc)
+
+    settings.SWITCHYARD_WORK_ROOT.mkdir(parents=True, exist_ok=True)
+    workdir = Path(
+        tempfile.mkdtemp(prefix=f"e{execution_id}-a{attempt.number}-",
+                         dir=settings.SWITCHYARD_WORK_ROOT)
+    )
+    log = LogWriter(execution_id=execution_id, attempt=attempt.number,
+                    secret_values=[str(v) for v in secrets.values()])
+    ctx = ExecutionContext(
+        execution_id=execution_id,
+        run_id=run.pk,
+        attempt=attempt.number,
+        snapshot=snapshot,
+        params={**run.params, **secrets},
+        secret_values=[str(v) for v in secrets.values()],
+        workdir=workdir,
+        log=log,
+    )
+    heartbeat = Heartbeat(ctx, settings.SWITCHYARD_HEARTBEAT_SECONDS)
+    heartbeat.start()
+    try:
+        outcome = executor_for(snapshot["kind"])(ctx)
+    except Exception as exc:  # an executor bug must still end the attempt visibly
+        logger.exception("executor crashed on execution %s", execution_id)
+        outcome = Outcome(status=ExecutionStatus.FAILED, outcome="internal_error",
+                          error=error_truncate(f"Switchyard internal error: {exc!r}"))
+    finally:
+        heartbeat.done.set()
+        heartbeat.join(timeout=10)
+        try:
+            log.flush()
+        finally:
+            if not settings.SWITCHYARD_KEEP_WORKDIRS:
+                shutil.rmtree(workdir, ignore_errors=True)
+    execution_finish(
+        execution_id=execution_id,
+        attempt_number=attempt.number,
+        status=outcome.status,
+        exit_code=outcome.exit_code,
+        outcome=outcome.outcome,
+        error=outcome.error,
+        result=outcome.result,
+    )
+    return f"execution {execution_id} attempt {attempt.number}: {outcome.status}"

@@ -1,0 +1,1 @@
+"""Projects, members, tasks, runs, executions, events, logs and the audit log."""

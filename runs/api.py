@@ -1,0 +1,175 @@
+"""REST endpoints for projects, tasks, runs, events and logs. Each endpoint validates a
+schema, calls a selector or a service, and returns a schema; nothing else."""
+
+from __future__ import annotations
+
+from django.http import HttpRequest
+from ninja import Header, Query, Router, Status
+
+from runs import selectors
+from runs.models import Role, Run, Trigger
+from runs.schemas import (
+    ErrorOut,
+    EventPage,
+    LaunchIn,
+    LogPage,
+    ProjectOut,
+    RunDetailOut,
+    RunPage,
+    TaskOut,
+)
+from runs.services import run_launch
+from runs.transitions import Actor
+
+router = Router(tags=["runs"])
+
+ERRORS = {400: ErrorOut, 401: ErrorOut, 404: ErrorOut}
+
+
+def actor_for(request: HttpRequest) -> Actor:
+    """The Actor for audit rows: the authenticated user, via api, with address and agent."""
+    user = request.user
+    return Actor(
+        user=user,
+        via="api",
+        label=user.get_username(),
+        ip_address=request.META.get("REMOTE_ADDR"),
+        user_agent=request.META.get("HTTP_USER_AGENT", ""),
+    )
+
+
+def run_out(request: HttpRequest, run: Run) -> dict:
+    return {
+        "id": run.pk,
+        "project": run.project.slug,
+        "task": run.task.slug,
+        "status": run.status,
+        "status_reason": run.status_reason,
+        "trigger": run.trigger,
+        "params": run.params,
+        "created_by": run.created_by.get_username() if run.created_by else None,
+        "created_at": run.created_at,
+        "started_at": run.started_at,
+        "finished_at": run.finished_at,
+        "is_terminal": run.is_terminal,
+        "url": request.build_absolute_uri(run.get_absolute_url()),
+    }
+
+
+@router.get("/projects", response={200: list[ProjectOut], **ERRORS}, operation_id="projects_list")
+def projects_list(request: HttpRequest):
+    """Projects you are a member of (all projects for staff), with your role."""
+    projects = selectors.projects_for_user(request.user).order_by("slug")
+    return [
+        {"slug": p.slug, "name": p.name, "description": p.description,
+         "role": selectors.role_of(request.user, p)}
+        for p in projects
+    ]
+
+
+@router.get("/projects/{project}/tasks", response={200: list[TaskOut], **ERRORS},
+            operation_id="tasks_list")
+def tasks_list(request: HttpRequest, project: str):
+    """Tasks of a project, with their parameter schemas."""
+    found = selectors.project_get(request.user, project)
+    return list(selectors.tasks_for_project(found))
+
+
+@router.post(
+    "/projects/{project}/tasks/{task}/runs",
+    response={200: RunDetailOut, 201: RunDetailOut, 403: ErrorOut, 409: ErrorOut,
+              422: ErrorOut, **ERRORS},
+    operation_id="runs_launch",
+)
+def runs_launch(
+    request: HttpRequest,
+    project: str,
+    task: str,
+    body: LaunchIn,
+    idempotency_key: str = Header("", alias="Idempotency-Key"),
+):
+    """Launch a run of a task. Parameters are validated against the task's schema (422 with
+    errors per field). With an `Idempotency-Key` header, repeating the same request returns
+    the same run (200); the same key with another body is a 409."""
+    found = selectors.task_get(request.user, project, task, minimum=Role.OPERATOR)
+    run, created = run_launch(
+        task=found, raw_params=body.params, actor=actor_for(request), trigger=Trigger.API,
+        idempotency_key=idempotency_key.strip(),
+    )
+    run = selectors.run_get(request.user, run.pk)
+    return Status(201 if created else 200, _run_detail(request, run))
+
+
+def _run_detail(request: HttpRequest, run: Run) -> dict:
+    data = run_out(request, run)
+    data["executions"] = selectors.executions_for_run(run)
+    return data
+
+
+@router.get("/runs", response={200: RunPage, 422: ErrorOut, **ERRORS}, operation_id="runs_list")
+def runs_list(
+    request: HttpRequest,
+    project: str | None = None,
+    task: str | None = None,
+    status: str | None = None,
+    trigger: str | None = None,
+    created_by: str | None = None,
+    cursor: str | None = None,
+    limit: int = Query(50, ge=1, le=200),
+):
+    """Runs you can see, newest first. Keyset pagination: follow `next_cursor`."""
+    filters = selectors.RunFilters(project=project, task=task, status=status, trigger=trigger,
+                                   created_by=created_by)
+    rows, next_cursor = selectors.runs_list(request.user, filters=filters, cursor=cursor,
+                                            limit=limit)
+    return {"items": [run_out(request, r) for r in rows], "next_cursor": next_cursor}
+
+
+@router.get("/runs/{int:run_id}", response={200: RunDetailOut, **ERRORS},
+            operation_id="runs_get")
+def runs_get(request: HttpRequest, run_id: int):
+    """A run with its status and executions (attempts included)."""
+    return _run_detail(request, selectors.run_get(request.user, run_id))
+
+
+@router.get("/runs/{int:run_id}/events", response={200: EventPage, **ERRORS},
+            operation_id="runs_events")
+def runs_events(
+    request: HttpRequest,
+    run_id: int,
+    after: int = Query(0, ge=0, description="Return events with seq greater than this."),
+    limit: int = Query(500, ge=1, le=1000),
+):
+    """The run's timeline after a cursor. `seq` is gapless per run, so `?after=<last seq>`
+    never skips an event."""
+    run = selectors.run_get(request.user, run_id)
+    # Read the status before the events: if the run had ended then, its last event is in.
+    finished = run.is_terminal
+    events = selectors.events_after(run, after, limit)
+    next_after = events[-1].seq if events else after
+    return {
+        "items": events,
+        "next_after": next_after,
+        "run_status": run.status,
+        "run_finished": finished and next_after >= run.last_event_seq,
+    }
+
+
+@router.get("/executions/{int:execution_id}/logs", response={200: LogPage, **ERRORS},
+            operation_id="executions_logs")
+def executions_logs(
+    request: HttpRequest,
+    execution_id: int,
+    after: int = Query(0, ge=0, description="Return chunks with seq greater than this."),
+    limit: int = Query(200, ge=1, le=1000),
+):
+    """Log chunks of an execution after a cursor (each chunk is several lines of one stream)."""
+    execution = selectors.execution_get(request.user, execution_id)
+    finished = execution.is_terminal
+    chunks = selectors.logs_after(execution, after, limit)
+    return {
+        "items": chunks,
+        "next_after": chunks[-1].seq if chunks else after,
+        "execution_status": execution.status,
+        "finished": finished and len(chunks) < limit,
+    }

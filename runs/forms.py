@@ -1,0 +1,161 @@
+"""Page input shaping: the launch form generated from a task's parameter schema, and the run
+list's filters read from a query string.
+
+Parameter values are validated in one place, `runs.params` (shared with the API); this module only
+turns a schema plus submitted strings into what the launch template renders, and rejects the
+inputs that would otherwise reach the database as something it cannot store (NUL characters,
+slugs that cannot exist).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from runs.selectors import RunFilters
+
+# Parameter type -> template widget.
+WIDGETS = {
+    "string": "text",
+    "text": "textarea",
+    "integer": "number",
+    "number": "number",
+    "boolean": "checkbox",
+    "choice": "select",
+    "secret": "password",
+}
+TRUE_STRINGS = frozenset({"on", "true", "1", "yes"})
+SLUG_RE = re.compile(r"^[-a-zA-Z0-9_]{1,64}$")
+NUL_MESSAGE = "contains a NUL character, which cannot be stored; remove it"
+
+
+@dataclass
+class ParamField:
+    """One launch-form input, ready to render."""
+
+    name: str
+    type: str
+    label: str
+    help: str
+    required: bool
+    value: str = ""
+    checked: bool = False
+    choices: list[str] = field(default_factory=list)
+    min: Any = None
+    max: Any = None
+    max_length: int | None = None
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def widget(self) -> str:
+        return WIDGETS[self.type]
+
+    @property
+    def input_id(self) -> str:
+        return f"param-{self.name}"
+
+    @property
+    def step(self) -> str:
+        return "1" if self.type == "integer" else "any"
+
+
+def param_fields(
+    schema: list[dict],
+    *,
+    values: Mapping[str, str] | None = None,
+    errors: Mapping[str, list[str]] | None = None,
+) -> list[ParamField]:
+    """Fields for the schema. Without `values` (a fresh form) defaults are shown; with them
+    (a re-rendered or pre-filled form) the submitted strings are. Secrets are never filled in:
+    a secret must not travel back to the browser, not even the one the user just typed."""
+    errors = errors or {}
+    result = []
+    for definition in schema:
+        name = definition["name"]
+        kind = definition["type"]
+        item = ParamField(
+            name=name,
+            type=kind,
+            label=definition.get("label") or name.replace("_", " ").capitalize(),
+            help=definition.get("help", ""),
+            required=bool(definition.get("required", False)),
+            choices=list(definition.get("choices", [])),
+            min=definition.get("min"),
+            max=definition.get("max"),
+            max_length=definition.get("max_length"),
+            errors=list(errors.get(name, [])),
+        )
+        if kind != "secret":
+            if values is None:
+                default = definition.get("default")
+                if kind == "boolean":
+                    item.checked = default is True
+                elif default is not None:
+                    item.value = str(default)
+            else:
+                submitted = values.get(name, "")
+                if kind == "boolean":
+                    item.checked = submitted.strip().lower() in TRUE_STRINGS
+                else:
+                    item.value = submitted
+        result.append(item)
+    return result
+
+
+def launch_values(schema: list[dict], data: Mapping[str, Any]) -> dict[str, str]:
+    """The submitted strings for the schema's names only. A name absent from the submission
+    stays absent (an unchecked checkbox sends nothing, which params_validate reads as false)."""
+    return {
+        definition["name"]: str(data.get(definition["name"]))
+        for definition in schema
+        if definition["name"] in data
+    }
+
+
+def prefill_values(schema: list[dict], data: Mapping[str, Any]) -> dict[str, str] | None:
+    """Values to pre-fill a fresh launch form from a query string ("launch again"), or None when
+    the query names none of the schema's parameters. Secrets and NUL-bearing values are dropped."""
+    values = {
+        name: value
+        for name, value in launch_values(schema, data).items()
+        if "\x00" not in value
+        and next(d for d in schema if d["name"] == name)["type"] != "secret"
+    }
+    if not values:
+        return None
+    # Parameters not named in the link keep their defaults.
+    for definition in schema:
+        name = definition["name"]
+        if name not in values and "default" in definition and definition["type"] != "secret":
+            default = definition["default"]
+            values[name] = ("on" if default else "") if definition["type"] == "boolean" else str(
+                default
+            )
+    return values
+
+
+def nul_errors(values: Mapping[str, str]) -> dict[str, list[str]]:
+    """PostgreSQL cannot store U+0000 in text or jsonb; refuse it as a field error, not a 500."""
+    return {name: [NUL_MESSAGE] for name, value in values.items() if "\x00" in value}
+
+
+FILTER_NAMES = ("project", "task", "status", "trigger")
+
+
+def run_filters_parse(query: Mapping[str, Any]) -> tuple[RunFilters, dict[str, str], dict]:
+    """(filters, the raw values for re-rendering the form, errors by filter name)."""
+    raw = {name: str(query.get(name, "") or "").strip() for name in FILTER_NAMES}
+    errors: dict[str, list[str]] = {}
+    for name, value in raw.items():
+        if "\x00" in value:
+            errors[name] = [NUL_MESSAGE]
+        elif name in ("project", "task") and value and not SLUG_RE.match(value):
+            errors[name] = [
+                f"{value[:80]!r} is not a {name} slug (letters, digits, - and _, at most 64)"
+            ]
+    filters = RunFilters(**{name: (value or None) for name, value in raw.items()})
+    for name, messages in filters.errors().items():
+        errors.setdefault(name, []).extend(messages)
+    return filters, raw, errors

@@ -1,0 +1,130 @@
+"""API schemas (django-ninja / pydantic) for projects, tasks, runs, events and logs."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from ninja import Field, Schema
+
+
+class ErrorBody(Schema):
+    code: str = Field(description="Stable machine-readable error code.")
+    message: str = Field(description="What went wrong and what to do next.")
+    fields: dict[str, list[str]] = Field(default_factory=dict,
+                                         description="Errors per input field.")
+
+
+class ErrorOut(Schema):
+    error: ErrorBody
+
+
+class ProjectOut(Schema):
+    slug: str
+    name: str
+    description: str
+    role: str | None = None
+
+
+class TaskOut(Schema):
+    slug: str
+    name: str
+    description: str
+    kind: str
+    enabled: bool
+    timeout_seconds: int
+    params_schema: list[dict[str, Any]]
+
+
+class LaunchIn(Schema):
+    params: dict[str, Any] = Field(default_factory=dict,
+                                   description="Parameter values by name, typed per the task's "
+                                   "params_schema.")
+
+
+class AttemptOut(Schema):
+    number: int
+    worker: str
+    started_at: datetime
+    finished_at: datetime | None
+    exit_code: int | None
+    outcome: str
+    error: str
+
+
+class ExecutionOut(Schema):
+    id: int
+    name: str
+    status: str
+    attempt: int
+    exit_code: int | None
+    outcome: str
+    error: str
+    result: Any = None
+    worker: str
+    queued_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    heartbeat_at: datetime | None
+    attempts: list[AttemptOut] = Field(default_factory=list)
+
+
+class RunOut(Schema):
+    id: int
+    project: str
+    task: str
+    status: str
+    status_reason: str
+    trigger: str
+    params: dict[str, Any]
+    created_by: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    is_terminal: bool
+    url: str
+
+
+class RunDetailOut(RunOut):
+    executions: list[ExecutionOut]
+
+
+class RunPage(Schema):
+    items: list[RunOut]
+    next_cursor: str | None = Field(description="Pass as ?cursor= for the next (older) page; "
+                                    "null on the last page.")
+
+
+class EventOut(Schema):
+    seq: int
+    kind: str
+    message: str
+    execution_id: int | None
+    data: dict[str, Any]
+    actor: str
+    created_at: datetime
+
+
+class EventPage(Schema):
+    items: list[EventOut]
+    next_after: int = Field(description="Pass as ?after= to get only newer events.")
+    run_status: str
+    run_finished: bool = Field(description="True when the run has ended and no more events "
+                               "will follow its last one.")
+
+
+class LogChunkOut(Schema):
+    seq: int
+    attempt: int
+    stream: str
+    text: str
+    line_count: int
+    created_at: datetime
+
+
+class LogPage(Schema):
+    items: list[LogChunkOut]
+    next_after: int
+    execution_status: str
+    finished: bool = Field(description="True when the execution has ended and every chunk "
+                           "up to next_after has been returned.")

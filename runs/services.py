@@ -1,0 +1,166 @@
+"""Writes that are not status changes: launching runs, API tokens, memberships.
+
+Functions are keyword-only and named <entity>_<action>. Status changes are delegated to
+`runs.transitions`; nothing here assigns a status.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from datetime import datetime
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from runs.errors import Conflict, InvalidInput
+from runs.models import ApiToken, Execution, Run, Task, Trigger
+from runs.params import params_redacted, params_validate, secret_names
+from runs.secret_box import secrets_encrypt
+from runs.transitions import Actor, audit_write, event_append
+
+TOKEN_PREFIX = "sy_"  # noqa: S105  a public marker, not a secret
+
+
+def _fingerprint(task: Task, raw_params: Any) -> str:
+    body = json.dumps({"task": task.pk, "params": raw_params}, sort_keys=True, default=str)
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+def run_launch(
+    *,
+    task: Task,
+    raw_params: Any,
+    actor: Actor,
+    trigger: str = Trigger.UI,
+    from_form: bool = False,
+    idempotency_key: str = "",
+    now: datetime | None = None,
+) -> tuple[Run, bool]:
+    """Validate parameters and create a queued run with its execution.
+
+    Returns (run, created). With an idempotency key that was used before for the same task and
+    parameters, returns the earlier run and created=False; for another request, Conflict.
+    """
+    now = now or timezone.now()
+    if len(idempotency_key) > 200:
+        raise InvalidInput("The Idempotency-Key header must be at most 200 characters.")
+    fingerprint = _fingerprint(task, raw_params) if idempotency_key else ""
+    if idempotency_key:
+        existing = _idempotent_match(task, idempotency_key, fingerprint)
+        if existing is not None:
+            return existing, False
+    if not task.enabled:
+        raise Conflict(f"Task {task.slug!r} is disabled; ask a maintainer to enable it.")
+    schema = task.params_schema
+    clean, errors = params_validate(schema, raw_params, from_form=from_form)
+    if errors:
+        raise InvalidInput("Some parameters are invalid; see the errors per field.",
+                           fields=errors)
+    hidden = secret_names(schema)
+    user = actor.user if getattr(actor.user, "pk", None) else None
+    try:
+        with transaction.atomic():
+            run = Run.objects.create(
+                project_id=task.project_id,
+                task=task,
+                task_snapshot=task.snapshot(),
+                params=params_redacted(schema, clean),
+                secret_params=secrets_encrypt({k: v for k, v in clean.items() if k in hidden}),
+                trigger=trigger,
+                created_by=user,
+                idempotency_key=idempotency_key,
+                idempotency_fingerprint=fingerprint,
+            )
+            Execution.objects.create(run=run, name=task.slug, position=0)
+            who = f" by {actor.label}" if actor.is_human else ""
+            event_append(run.pk, "run.queued", f"Run queued{who} ({Trigger(trigger).label}).",
+                         now=now, actor=actor,
+                         data={"trigger": trigger, "params": run.params})
+            audit_write(actor=actor, action="run.launch", obj=run, now=now,
+                        project_id=task.project_id,
+                        changes={"task": task.slug, "params": run.params, "trigger": trigger})
+            transaction.on_commit(_dispatch)
+    except IntegrityError:
+        # Two requests with the same key raced; the loser returns the winner's run.
+        existing = _idempotent_match(task, idempotency_key, fingerprint) if idempotency_key else None
+        if existing is None:
+            raise
+        return existing, False
+    return run, True
+
+
+def _idempotent_match(task: Task, key: str, fingerprint: str) -> Run | None:
+    existing = Run.objects.filter(project_id=task.project_id, idempotency_key=key).first()
+    if existing is None:
+        return None
+    if existing.idempotency_fingerprint != fingerprint:
+        raise Conflict(
+            "This Idempotency-Key was already used for a different launch request; "
+            "use a new key for a new run."
+        )
+    return existing
+
+
+def _dispatch() -> None:
+    from jobs.dispatch import dispatch_soon
+
+    dispatch_soon()
+
+
+def api_token_create(*, user, name: str, expires_at: datetime | None = None,
+                     actor: Actor | None = None) -> tuple[ApiToken, str]:
+    """Create a token; return (row, full token). The full token is never stored or shown again."""
+    name = (name or "").strip()
+    if not name:
+        raise InvalidInput("Give the token a name.", fields={"name": ["this field is required"]})
+    if len(name) > 100:
+        raise InvalidInput("Token name too long.", fields={"name": ["at most 100 characters"]})
+    prefix = secrets.token_hex(4)
+    secret = secrets.token_urlsafe(32)
+    token = f"{TOKEN_PREFIX}{prefix}_{secret}"
+    now = timezone.now()
+    with transaction.atomic():
+        row = ApiToken.objects.create(
+            user=user, name=name, prefix=prefix, token_hash=_token_hash(token),
+            expires_at=expires_at,
+        )
+        audit_write(actor=actor or Actor(user=user, via="system", label=user.get_username()),
+                    action="api_token.create", obj=row, now=now, changes={"name": name})
+    return row, token
+
+
+def _token_hash(token: str) -> str:
+    # Tokens carry 256 random bits, so a fast hash is safe (no dictionary to attack).
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def api_token_authenticate(token: str, *, now: datetime | None = None):
+    """Return the user for a valid, unrevoked, unexpired token, else None."""
+    if not token or not token.startswith(TOKEN_PREFIX) or len(token) > 200:
+        return None
+    now = now or timezone.now()
+    row = (
+        ApiToken.objects.select_related("user")
+        .filter(token_hash=_token_hash(token), revoked_at__isnull=True)
+        .first()
+    )
+    if row is None or (row.expires_at and row.expires_at <= now) or not row.user.is_active:
+        return None
+    # Throttle the write: last-used needs minute precision, not a write per request.
+    if row.last_used_at is None or (now - row.last_used_at).total_seconds() > 60:
+        ApiToken.objects.filter(pk=row.pk).update(last_used_at=now)
+    return row.user
+
+
+def api_token_revoke(*, token: ApiToken, actor: Actor) -> None:
+    """Revoke a token (idempotent)."""
+    now = timezone.now()
+    with transaction.atomic():
+        updated = ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(
+            revoked_at=now
+        )
+        if updated:
+            audit_write(actor=actor, action="api_token.revoke", obj=token, now=now)

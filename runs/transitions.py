@@ -1,0 +1,462 @@
+"""The state machine: the only place where a Run or Execution changes status.
+
+Every move here:
+  1. runs inside one transaction and locks the run row first, then the execution row
+     (always in that order, so two transitions can never deadlock each other);
+  2. checks the ALLOWED table and raises TransitionNotAllowed for anything else;
+  3. stamps the times, writes the Event (and the AuditLog for human/API actions) in the same
+     transaction as the change;
+  4. schedules follow-up work (dispatch) with transaction.on_commit.
+
+Run:        queued -> running -> succeeded | failed | cancelled | timed_out, plus paused, waiting.
+Execution:  pending -> queued -> running -> succeeded | failed | cancelled | timed_out | skipped,
+            plus waiting_approval; a failed attempt with retries left goes back to pending.
+
+Claims are compare-and-set (UPDATE ... WHERE status=...): zero rows means another worker has it,
+which is a normal outcome, not an error.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from runs.errors import NotFound, TransitionNotAllowed
+from runs.models import (
+    EXECUTION_TERMINAL,
+    RUN_TERMINAL,
+    Attempt,
+    AuditLog,
+    Event,
+    Execution,
+    ExecutionStatus,
+    Run,
+    RunStatus,
+)
+
+logger = logging.getLogger(__name__)
+
+R = RunStatus
+E = ExecutionStatus
+
+RUN_ALLOWED: dict[str, frozenset[str]] = {
+    R.QUEUED: frozenset({R.RUNNING, R.PAUSED, R.CANCELLED, R.FAILED, R.TIMED_OUT}),
+    R.RUNNING: frozenset(
+        {R.PAUSED, R.WAITING, R.SUCCEEDED, R.FAILED, R.CANCELLED, R.TIMED_OUT}
+    ),
+    # Running executions may finish while paused, so a paused run can end.
+    R.PAUSED: frozenset(
+        {R.QUEUED, R.RUNNING, R.SUCCEEDED, R.FAILED, R.CANCELLED, R.TIMED_OUT}
+    ),
+    R.WAITING: frozenset({R.RUNNING, R.PAUSED, R.FAILED, R.CANCELLED, R.TIMED_OUT}),
+    # Terminal statuses allow nothing.
+    R.SUCCEEDED: frozenset(),
+    R.FAILED: frozenset(),
+    R.CANCELLED: frozenset(),
+    R.TIMED_OUT: frozenset(),
+}
+
+EXECUTION_ALLOWED: dict[str, frozenset[str]] = {
+    E.PENDING: frozenset({E.QUEUED, E.WAITING_APPROVAL, E.CANCELLED, E.SKIPPED, E.FAILED}),
+    # queued -> pending: the queue message was lost and the execution is re-admitted.
+    E.QUEUED: frozenset({E.RUNNING, E.PENDING, E.CANCELLED, E.FAILED}),
+    # running -> pending: the attempt failed with retries left (backoff via not_before).
+    E.RUNNING: frozenset({E.SUCCEEDED, E.FAILED, E.CANCELLED, E.TIMED_OUT, E.PENDING}),
+    E.WAITING_APPROVAL: frozenset({E.SUCCEEDED, E.FAILED, E.CANCELLED, E.TIMED_OUT, E.SKIPPED}),
+    E.SUCCEEDED: frozenset(),
+    E.FAILED: frozenset(),
+    E.CANCELLED: frozenset(),
+    E.TIMED_OUT: frozenset(),
+    E.SKIPPED: frozenset(),
+}
+
+assert set(RUN_ALLOWED) == set(RunStatus.values)  # noqa: S101  every status has a row
+assert set(EXECUTION_ALLOWED) == set(ExecutionStatus.values)  # noqa: S101
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who causes a change: a person (ui/api/admin) or Switchyard itself (system)."""
+
+    user: Any = None
+    via: str = "system"  # ui, api, admin, system
+    label: str = "switchyard"
+    ip_address: str | None = None
+    user_agent: str = ""
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def is_human(self) -> bool:
+        return self.via != "system"
+
+
+SYSTEM = Actor()
+
+
+def _check(kind: str, current: str, to: str, allowed: dict[str, frozenset[str]]) -> None:
+    if to not in allowed.get(current, frozenset()):
+        permitted = ", ".join(sorted(allowed.get(current, ()))) or "nothing (it has ended)"
+        raise TransitionNotAllowed(
+            f"A {kind} cannot go from {current!r} to {to!r}; from {current!r} it may go to: "
+            f"{permitted}."
+        )
+
+
+def event_append(
+    run_id: int,
+    kind: str,
+    message: str,
+    *,
+    now: datetime,
+    execution_id: int | None = None,
+    data: dict | None = None,
+    actor: Actor = SYSTEM,
+) -> Event:
+    """Append an event with the next gapless seq of the run. Must run inside a transaction.
+
+    The UPDATE takes the run's row lock (or, on SQLite, the IMMEDIATE transaction holds the
+    database write lock), so concurrent writers get consecutive seqs and a later seq never
+    commits before an earlier one becomes visible to a reader that already saw the later one.
+    """
+    Run.objects.filter(pk=run_id).update(last_event_seq=F("last_event_seq") + 1)
+    seq = Run.objects.filter(pk=run_id).values_list("last_event_seq", flat=True).get()
+    return Event.objects.create(
+        run_id=run_id,
+        seq=seq,
+        kind=kind,
+        message=message,
+        execution_id=execution_id,
+        data=data or {},
+        actor=actor.label if actor.is_human else "",
+        created_at=now,
+    )
+
+
+def audit_write(
+    *,
+    actor: Actor,
+    action: str,
+    obj: Any,
+    now: datetime,
+    project_id: int | None = None,
+    changes: dict | None = None,
+) -> AuditLog | None:
+    """Record a human or API action. System actions are recorded as events only."""
+    if not actor.is_human:
+        return None
+    user = actor.user if getattr(actor.user, "pk", None) else None
+    return AuditLog.objects.create(
+        created_at=now,
+        actor=user,
+        actor_label=actor.label,
+        via=actor.via,
+        action=action,
+        project_id=project_id,
+        object_type=obj._meta.model_name,
+        object_id=str(obj.pk),
+        changes=changes or {},
+        ip_address=actor.ip_address,
+        user_agent=actor.user_agent[:300],
+    )
+
+
+def _lock_run(run_id: int) -> Run:
+    try:
+        return Run.objects.select_for_update().get(pk=run_id)
+    except Run.DoesNotExist:
+        raise NotFound(f"Run {run_id} does not exist.") from None
+
+
+def _lock_execution(execution_id: int) -> tuple[Run, Execution]:
+    run_id = Execution.objects.filter(pk=execution_id).values_list("run_id", flat=True).first()
+    if run_id is None:
+        raise NotFound(f"Execution {execution_id} does not exist.")
+    run = _lock_run(run_id)
+    execution = Execution.objects.select_for_update().get(pk=execution_id)
+    return run, execution
+
+
+def _dispatch_on_commit() -> None:
+    from jobs.dispatch import dispatch_soon
+
+    dispatch_soon()
+
+
+# --- generic moves ---------------------------------------------------------------------------
+
+
+def run_transition(
+    *,
+    run_id: int,
+    to: str,
+    reason: str = "",
+    actor: Actor = SYSTEM,
+    event_kind: str | None = None,
+    message: str | None = None,
+    now: datetime | None = None,
+    data: dict | None = None,
+) -> Run:
+    """Move a run to `to` (checked against RUN_ALLOWED), with its event and audit row."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        run = _lock_run(run_id)
+        _run_move(run, to, reason=reason, actor=actor, now=now, event_kind=event_kind,
+                  message=message, data=data)
+    return run
+
+
+def _run_move(
+    run: Run,
+    to: str,
+    *,
+    reason: str,
+    actor: Actor,
+    now: datetime,
+    event_kind: str | None = None,
+    message: str | None = None,
+    data: dict | None = None,
+) -> None:
+    """Apply a run move on a row already locked by the caller."""
+    _check("run", run.status, to, RUN_ALLOWED)
+    previous = run.status
+    run.status = to
+    run.status_reason = reason
+    update = ["status", "status_reason"]
+    if to == R.RUNNING and run.started_at is None:
+        run.started_at = now
+        update.append("started_at")
+    if to in RUN_TERMINAL:
+        run.finished_at = now
+        update.append("finished_at")
+    run.save(update_fields=update)
+    text = message or f"Run {RunStatus(to).label.lower()}" + (f": {reason}" if reason else ".")
+    event_append(run.pk, event_kind or f"run.{to}", text, now=now, actor=actor,
+                 data={"from": previous, "to": to, **(data or {})})
+    audit_write(actor=actor, action=f"run.{to}", obj=run, now=now, project_id=run.project_id,
+                changes={"status": [previous, to], "reason": reason} if reason else
+                {"status": [previous, to]})
+
+
+def execution_transition(
+    *,
+    execution_id: int,
+    to: str,
+    reason: str = "",
+    actor: Actor = SYSTEM,
+    now: datetime | None = None,
+) -> Execution:
+    """Move an execution to `to` (checked against EXECUTION_ALLOWED); settles the run."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        run, execution = _lock_execution(execution_id)
+        _execution_move(run, execution, to, reason=reason, actor=actor, now=now)
+        run_settle(run, now=now)
+    return execution
+
+
+def _execution_move(
+    run: Run,
+    execution: Execution,
+    to: str,
+    *,
+    reason: str,
+    actor: Actor,
+    now: datetime,
+    data: dict | None = None,
+    message: str | None = None,
+) -> None:
+    _check("execution", execution.status, to, EXECUTION_ALLOWED)
+    previous = execution.status
+    execution.status = to
+    update = ["status"]
+    if to == E.QUEUED:
+        execution.queued_at = now
+        update.append("queued_at")
+    if to in EXECUTION_TERMINAL:
+        execution.finished_at = now
+        update.append("finished_at")
+        if reason and not execution.error:
+            execution.error = reason
+            update.append("error")
+    execution.save(update_fields=update)
+    text = message or (
+        f"{execution.name}: {ExecutionStatus(to).label.lower()}" + (f": {reason}" if reason else "")
+    )
+    event_append(run.pk, f"execution.{to}", text, now=now, execution_id=execution.pk,
+                 actor=actor, data={"from": previous, "to": to, **(data or {})})
+    if actor.is_human:
+        audit_write(actor=actor, action=f"execution.{to}", obj=execution, now=now,
+                    project_id=run.project_id, changes={"status": [previous, to]})
+
+
+def run_settle(run: Run, *, now: datetime) -> None:
+    """Invariant 1: a run is terminal iff all its executions are terminal.
+
+    Called, on a locked run, after every execution move. Decides the run's final status from its
+    executions: failed beats timed out beats cancelled beats succeeded.
+    """
+    if run.is_terminal:
+        return
+    statuses = list(run.executions.values_list("status", flat=True))
+    if not statuses or any(s not in EXECUTION_TERMINAL for s in statuses):
+        if run.status == R.QUEUED and any(s == E.RUNNING for s in statuses):
+            _run_move(run, R.RUNNING, reason="", actor=SYSTEM, now=now,
+                      message="Run started.")
+        return
+    if E.FAILED in statuses:
+        final, reason = R.FAILED, _first_error(run, E.FAILED)
+    elif E.TIMED_OUT in statuses:
+        final, reason = R.TIMED_OUT, _first_error(run, E.TIMED_OUT)
+    elif E.CANCELLED in statuses:
+        final, reason = R.CANCELLED, _first_error(run, E.CANCELLED)
+    else:
+        final, reason = R.SUCCEEDED, ""
+    if run.status == R.QUEUED and final == R.SUCCEEDED:
+        # Every move goes through the table: a run that never showed running does so first.
+        _run_move(run, R.RUNNING, reason="", actor=SYSTEM, now=now, message="Run started.")
+    _run_move(run, final, reason=reason, actor=SYSTEM, now=now)
+
+
+def _first_error(run: Run, status: str) -> str:
+    execution = run.executions.filter(status=status).order_by("position", "id").first()
+    if execution is None:
+        return ""
+    first_line = (execution.error or "").strip().splitlines()
+    summary = first_line[0] if first_line else ""
+    label = f"{execution.name} {ExecutionStatus(status).label.lower()}"
+    return f"{label}: {summary}" if summary else label
+
+
+# --- the engine's moves ----------------------------------------------------------------------
+
+
+def execution_queue(*, execution_id: int, now: datetime | None = None) -> bool:
+    """pending -> queued and hand the execution to the worker queue, atomically.
+
+    With the ORM broker the q2 message row is inserted in this same transaction, so either both
+    the status and the message exist or neither does. Returns False if someone else got there
+    first (not pending any more, or the run cannot start work now).
+    """
+    from django_q.tasks import async_task
+
+    now = now or timezone.now()
+    with transaction.atomic():
+        run, execution = _lock_execution(execution_id)
+        if execution.status != E.PENDING or run.status not in (R.QUEUED, R.RUNNING):
+            return False
+        if execution.not_before and execution.not_before > now:
+            return False
+        _execution_move(run, execution, E.QUEUED, reason="", actor=SYSTEM, now=now,
+                        message=f"{execution.name}: queued for a worker.")
+        async_task(
+            "jobs.tasks.execution_run",
+            execution.pk,
+            task_name=f"execution-{execution.pk}",
+            group=f"run-{run.pk}",
+        )
+    return True
+
+
+def execution_claim(*, execution_id: int, worker: str, now: datetime | None = None
+                    ) -> Attempt | None:
+    """queued -> running by compare-and-set and open the next Attempt.
+
+    Returns None when the execution is not queued any more: a duplicate delivery of the same q2
+    task, or a cancel that won the race. That is the normal way to lose, not an error.
+    """
+    now = now or timezone.now()
+    with transaction.atomic():
+        run_id = Execution.objects.filter(pk=execution_id).values_list("run_id", flat=True).first()
+        if run_id is None:
+            return None
+        run = _lock_run(run_id)
+        claimed = Execution.objects.filter(pk=execution_id, status=E.QUEUED).update(
+            status=E.RUNNING,
+            attempt=F("attempt") + 1,
+            worker=worker,
+            heartbeat_at=now,
+            started_at=now,
+            exit_code=None,
+            outcome="",
+            error="",
+        )
+        if claimed == 0:
+            return None
+        execution = Execution.objects.get(pk=execution_id)
+        attempt = Attempt.objects.create(
+            execution=execution, number=execution.attempt, worker=worker, started_at=now
+        )
+        event_append(run.pk, "execution.started",
+                     f"{execution.name}: attempt {attempt.number} started on {worker}.",
+                     now=now, execution_id=execution.pk,
+                     data={"attempt": attempt.number, "worker": worker})
+        run_settle(run, now=now)
+    return attempt
+
+
+def execution_finish(
+    *,
+    execution_id: int,
+    attempt_number: int,
+    status: str,
+    exit_code: int | None = None,
+    outcome: str = "",
+    error: str = "",
+    result: Any = None,
+    now: datetime | None = None,
+) -> bool:
+    """running -> a terminal status, written only by the holder of the current attempt.
+
+    Fencing: if the execution has moved on (another attempt, or it was cancelled/reaped), the
+    late write is rejected, recorded as an event, and False is returned.
+    """
+    now = now or timezone.now()
+    with transaction.atomic():
+        run, execution = _lock_execution(execution_id)
+        if execution.attempt != attempt_number or execution.status != E.RUNNING:
+            event_append(
+                run.pk, "execution.stale_write_rejected",
+                f"{execution.name}: a late result from attempt {attempt_number} was rejected; "
+                f"the execution is {execution.status} at attempt {execution.attempt}.",
+                now=now, execution_id=execution.pk,
+                data={"attempt": attempt_number, "current_attempt": execution.attempt,
+                      "status": status, "exit_code": exit_code},
+            )
+            return False
+        execution.exit_code = exit_code
+        execution.outcome = outcome
+        execution.error = error
+        execution.result = result
+        execution.save(update_fields=["exit_code", "outcome", "error", "result"])
+        Attempt.objects.filter(execution=execution, number=attempt_number).update(
+            finished_at=now, exit_code=exit_code, outcome=outcome, error=error
+        )
+        summary = f"{execution.name}: {ExecutionStatus(status).label.lower()}"
+        if exit_code is not None:
+            summary += f" (exit code {exit_code})"
+        if error:
+            summary += f": {error.strip().splitlines()[0][:200]}" if error.strip() else ""
+        _execution_move(run, execution, status, reason="", actor=SYSTEM, now=now,
+                        message=summary,
+                        data={"attempt": attempt_number, "exit_code": exit_code,
+                              "outcome": outcome})
+        run_settle(run, now=now)
+        transaction.on_commit(_dispatch_on_commit)
+    return True
+
+
+def execution_heartbeat(*, execution_id: int, attempt_number: int,
+                        now: datetime | None = None) -> bool:
+    """Refresh the lease of the current attempt. False means the attempt is no longer current
+    (cancelled or reaped) and the worker should stop."""
+    now = now or timezone.now()
+    updated = Execution.objects.filter(
+        pk=execution_id, attempt=attempt_number, status=E.RUNNING
+    ).update(heartbeat_at=now)
+    return updated == 1

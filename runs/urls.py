@@ -1,0 +1,35 @@
+"""End-user page routes (the pages of `runs.views`)."""
+
+from django.urls import path, register_converter
+
+from runs import views
+
+
+class IdConverter:
+    """A database id: 1 to 18 digits, so a huge number is a 404 and never reaches the database
+    as an integer it cannot hold (a 500 on both SQLite and PostgreSQL)."""
+
+    regex = "[0-9]{1,18}"
+
+    def to_python(self, value: str) -> int:
+        return int(value)
+
+    def to_url(self, value: int) -> str:
+        return str(value)
+
+
+register_converter(IdConverter, "id")
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("p/<slug:slug>/", views.project_detail, name="project_detail"),
+    path("p/<slug:slug>/tasks/<slug:task_slug>/launch", views.task_launch, name="task_launch"),
+    path("runs/", views.run_list, name="run_list"),
+    path("runs/<id:run_id>/", views.run_detail, name="run_detail"),
+    path("runs/<id:run_id>/live", views.run_live, name="run_live"),
+    path(
+        "runs/<id:run_id>/executions/<id:execution_id>/log.txt",
+        views.execution_log,
+        name="execution_log",
+    ),
+]

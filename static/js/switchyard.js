@@ -1,0 +1,87 @@
+// Switchyard pages: the little behaviour htmx does not cover. Pages work without this file;
+// it only makes them nicer (local times, a log that follows its tail).
+(function () {
+  "use strict";
+
+  // Times arrive as <time datetime="ISO" title="... UTC">; show them in the viewer's zone and
+  // keep UTC in the title for hover. data-format="short" is for dense tables.
+  var longFormat = new Intl.DateTimeFormat(undefined, {
+    dateStyle: "medium",
+    timeStyle: "medium",
+  });
+  var shortFormat = new Intl.DateTimeFormat(undefined, {
+    month: "short",
+    day: "numeric",
+    hour: "2-digit",
+    minute: "2-digit",
+    second: "2-digit",
+  });
+  var timeOnly = new Intl.DateTimeFormat(undefined, {
+    hour: "2-digit",
+    minute: "2-digit",
+    second: "2-digit",
+  });
+
+  function localizeTimes(root) {
+    var today = new Date().toDateString();
+    root.querySelectorAll("time[datetime]:not([data-local])").forEach(function (el) {
+      var when = new Date(el.getAttribute("datetime"));
+      if (isNaN(when.getTime())) return;
+      if (el.dataset.format === "short") {
+        el.textContent = (when.toDateString() === today ? timeOnly : shortFormat).format(when);
+      } else {
+        el.textContent = longFormat.format(when);
+      }
+      el.dataset.local = "1";
+    });
+  }
+
+  // A log follows new output only while the reader is at its end; scrolling up to read
+  // something stops the following until they scroll back down.
+  var FOLLOW_SLACK = 24;
+  // The page keeps at most this many log lines per execution so a chatty run cannot exhaust
+  // the tab; the full log stays a download away.
+  var MAX_LINES = 20000;
+  var following = new Set();
+  var seen = new Set();
+
+  function atEnd(log) {
+    return log.scrollHeight - log.scrollTop - log.clientHeight < FOLLOW_SLACK;
+  }
+
+  function trim(log) {
+    var chunks = log.querySelectorAll(".chunk");
+    var total = 0;
+    chunks.forEach(function (c) { total += Number(c.dataset.lines || 0); });
+    for (var i = 0; total > MAX_LINES && i < chunks.length - 1; i++) {
+      total -= Number(chunks[i].dataset.lines || 0);
+      chunks[i].remove();
+      log.dataset.trimmed = "1";
+    }
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    localizeTimes(document);
+    document.querySelectorAll(".log").forEach(function (log) {
+      log.scrollTop = log.scrollHeight; // the page opens on the tail
+    });
+  });
+
+  document.addEventListener("htmx:beforeSwap", function () {
+    following.clear();
+    seen.clear();
+    document.querySelectorAll(".log").forEach(function (log) {
+      seen.add(log.id);
+      if (atEnd(log)) following.add(log.id);
+    });
+  });
+
+  document.addEventListener("htmx:afterSettle", function () {
+    localizeTimes(document);
+    document.querySelectorAll(".log").forEach(function (log) {
+      trim(log);
+      // A log that just appeared (a new execution) opens on its tail like the page does.
+      if (following.has(log.id) || !seen.has(log.id)) log.scrollTop = log.scrollHeight;
+    });
+  });
+})();
