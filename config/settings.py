@@ -175,6 +175,12 @@ SWITCHYARD_RESULT_MAX_BYTES = env_int("SWITCHYARD_RESULT_MAX_BYTES", 1024 * 1024
 # Default task timeout when a task does not set one.
 SWITCHYARD_DEFAULT_TIMEOUT = env_int("SWITCHYARD_DEFAULT_TIMEOUT", 3600, minimum=1)
 SWITCHYARD_HEARTBEAT_SECONDS = env_float("SWITCHYARD_HEARTBEAT_SECONDS", 5.0, minimum=0.1)
+# A running execution whose heartbeat is older than this lost its worker (reaper).
+SWITCHYARD_LEASE_SECONDS = env_float("SWITCHYARD_LEASE_SECONDS", 60.0, minimum=1.0)
+# A queued execution no worker claimed within this many seconds is handed to the queue again.
+SWITCHYARD_REDELIVER_SECONDS = env_float("SWITCHYARD_REDELIVER_SECONDS", 300.0, minimum=1.0)
+# How often the stop check (cancel requests) runs while a command executes.
+SWITCHYARD_STOP_CHECK_SECONDS = env_float("SWITCHYARD_STOP_CHECK_SECONDS", 1.0, minimum=0.05)
 
 # django-q2. Our own timeouts and heartbeats govern executions, so q2 must neither kill a healthy
 # long run (`timeout` far beyond any task timeout) nor hand it to a second worker (`retry` longer

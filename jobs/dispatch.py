@@ -1,9 +1,9 @@
 """Dispatch: promote admissible pending executions to queued and hand them to the workers.
 
 Safe to call from anywhere, any number of times, concurrently: each promotion is a locked
-pending -> queued transition (runs.transitions.execution_queue) that does nothing if someone else
-already promoted the execution. Called on launch commit, after every execution ends, and
-periodically.
+pending -> queued transition (runs.transitions.execution_queue) that re-checks admission (run
+pause, backoff, run parallelism, concurrency key slots) and does nothing if someone else already
+promoted the execution. Called on launch commit, after every execution ends, and periodically.
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ from runs.transitions import execution_queue
 logger = logging.getLogger(__name__)
 
 
-def dispatch(*, now: datetime | None = None, limit: int = 200) -> int:
-    """Queue up to `limit` admissible pending executions, oldest first. Returns how many."""
+def dispatch(*, now: datetime | None = None, limit: int = 500) -> int:
+    """Queue admissible pending executions, highest priority then oldest first. Returns how
+    many were queued."""
     now = now or timezone.now()
     candidates = list(
         Execution.objects.filter(
@@ -29,7 +30,7 @@ def dispatch(*, now: datetime | None = None, limit: int = 200) -> int:
             run__status__in=[RunStatus.QUEUED, RunStatus.RUNNING],
         )
         .filter(Q(not_before__isnull=True) | Q(not_before__lte=now))
-        .order_by("run_id", "position", "id")
+        .order_by("-priority", "run_id", "position", "id")
         .values_list("pk", flat=True)[:limit]
     )
     queued = 0

@@ -7,6 +7,7 @@ import logging
 import shutil
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 from django.conf import settings
@@ -17,33 +18,48 @@ from jobs.logwriter import LogWriter
 from jobs.worker import worker_id
 from runs.models import Execution, ExecutionStatus
 from runs.secret_box import secrets_decrypt
-from runs.transitions import execution_claim, execution_finish, execution_heartbeat
+from runs.transitions import (
+    execution_claim,
+    execution_finish,
+    execution_heartbeat,
+    execution_stop_check,
+)
 
 logger = logging.getLogger(__name__)
 
 
 class Heartbeat(threading.Thread):
-    """Refreshes the attempt's lease every few seconds; asks the executor to stop when the
-    attempt is no longer current (it was cancelled or reaped)."""
+    """Side thread of a running attempt: refreshes its lease every few seconds, and checks every
+    second whether it must stop (a cancel request, or the attempt stopped being current because
+    the reaper took it). It only sets ctx.stop; the executor does the killing."""
 
-    def __init__(self, ctx: ExecutionContext, interval: float) -> None:
+    def __init__(self, ctx: ExecutionContext, interval: float, check: float) -> None:
         super().__init__(name=f"heartbeat-{ctx.execution_id}", daemon=True)
         self.ctx = ctx
         self.interval = interval
+        self.check = min(check, interval)
         self.done = threading.Event()
 
     def run(self) -> None:
+        last_beat = time.monotonic()
         try:
-            while not self.done.wait(self.interval):
+            while not self.done.wait(self.check):
                 try:
-                    current = execution_heartbeat(
-                        execution_id=self.ctx.execution_id, attempt_number=self.ctx.attempt
-                    )
+                    if time.monotonic() - last_beat >= self.interval:
+                        last_beat = time.monotonic()
+                        state = execution_heartbeat(execution_id=self.ctx.execution_id,
+                                                    attempt_number=self.ctx.attempt)
+                    else:
+                        state = execution_stop_check(execution_id=self.ctx.execution_id,
+                                                     attempt_number=self.ctx.attempt)
                 except Exception:
                     logger.exception("heartbeat of execution %s failed", self.ctx.execution_id)
                     continue
-                if not current:
-                    self.ctx.stop_reason = "the attempt is no longer current"
+                if state == "cancel":
+                    self.ctx.stop_reason = "cancel requested"
+                    self.ctx.stop.set()
+                elif state == "lost":
+                    self.ctx.stop_reason = "the attempt is no longer current (reaped or ended)"
                     self.ctx.stop.set()
                     return
         finally:
@@ -86,7 +102,8 @@ def execution_run(execution_id: int) -> str:
         workdir=workdir,
         log=log,
     )
-    heartbeat = Heartbeat(ctx, settings.SWITCHYARD_HEARTBEAT_SECONDS)
+    heartbeat = Heartbeat(ctx, settings.SWITCHYARD_HEARTBEAT_SECONDS,
+                          settings.SWITCHYARD_STOP_CHECK_SECONDS)
     heartbeat.start()
     try:
         outcome = executor_for(snapshot["kind"])(ctx)
@@ -112,3 +129,10 @@ def execution_run(execution_id: int) -> str:
         result=outcome.result,
     )
     return f"execution {execution_id} attempt {attempt.number}: {outcome.status}"
+
+
+def periodic() -> dict[str, int]:
+    """The minute tick (a q2 schedule): reaper repairs, then dispatch."""
+    from jobs.reaper import reap
+
+    return reap().as_dict()

@@ -66,6 +66,14 @@ class Membership(models.Model):
         return f"{self.user} is {self.role} of {self.project}"
 
 
+def default_backoff() -> list[int]:
+    return [60, 300, 900]
+
+
+def default_retry_on() -> list[str]:
+    return ["failure", "timed_out"]
+
+
 class TaskKind(models.TextChoices):
     COMMAND = "command", "Command"  # an argv run as a subprocess, never through a shell
 
@@ -91,6 +99,36 @@ class Task(models.Model):
         help_text="Seconds; the command is terminated (SIGTERM, then SIGKILL) after this.",
     )
     enabled = models.BooleanField(default=True)
+    # Retry policy. A lost worker (lease expired) always retries, up to max(max_attempts, 3).
+    max_attempts = models.PositiveSmallIntegerField(
+        default=1, validators=[MinValueValidator(1), MaxValueValidator(50)],
+        help_text="Tries in all, the first included. 1 means no retry.",
+    )
+    retry_backoff = models.JSONField(
+        default=default_backoff, blank=True,
+        help_text="Seconds to wait before each retry, e.g. [60, 300, 900]; the last repeats.",
+    )
+    retry_on = models.JSONField(
+        default=default_retry_on, blank=True,
+        help_text="Outcomes that retry, e.g. [\"failure\", \"timed_out\", \"unreachable\"].",
+    )
+    # Concurrency: executions whose rendered key is equal share `concurrency_limit` slots.
+    concurrency_key = models.CharField(
+        max_length=200, blank=True,
+        help_text="Template such as site:{{ site }}; empty means no shared limit.",
+    )
+    concurrency_limit = models.PositiveIntegerField(
+        default=1, validators=[MinValueValidator(1)],
+        help_text="Executions holding the same key at once (queued or running).",
+    )
+    priority = models.IntegerField(default=0, help_text="Higher starts first.")
+    max_parallel = models.PositiveIntegerField(
+        default=0, help_text="Executions of one run at once; 0 means no limit.",
+    )
+    run_deadline_seconds = models.PositiveIntegerField(
+        null=True, blank=True,
+        help_text="Whole-run timeout from launch; the run ends timed_out past it.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -113,12 +151,15 @@ class Task(models.Model):
         from runs.specs import task_definition_errors
 
         errors = task_definition_errors(
-            kind=self.kind, spec=self.spec, params_schema=self.params_schema
+            kind=self.kind, spec=self.spec, params_schema=self.params_schema,
+            concurrency_key=self.concurrency_key, retry_backoff=self.retry_backoff,
+            retry_on=self.retry_on,
         )
+        fields = {"spec", "params_schema", "kind", "concurrency_key", "retry_backoff", "retry_on"}
         by_field: dict[str, list[str]] = {}
         for path, messages in errors.items():
             root = path.split(".")[0].split("[")[0]
-            field = root if root in ("spec", "params_schema", "kind") else "spec"
+            field = root if root in fields else "spec"
             by_field.setdefault(field, []).extend(f"{path}: {m}" for m in messages)
         if by_field:
             raise ValidationError(by_field)
@@ -133,6 +174,13 @@ class Task(models.Model):
             "spec": self.spec,
             "params_schema": self.params_schema,
             "timeout_seconds": self.timeout_seconds,
+            "max_attempts": self.max_attempts,
+            "retry_backoff": self.retry_backoff,
+            "retry_on": self.retry_on,
+            "concurrency_key": self.concurrency_key,
+            "concurrency_limit": self.concurrency_limit,
+            "priority": self.priority,
+            "max_parallel": self.max_parallel,
         }
 
 
@@ -188,6 +236,7 @@ class Run(models.Model):
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    deadline_at = models.DateTimeField(null=True, blank=True)
     # The last allocated Event.seq. Incremented under this row's lock, so seq is gapless and a
     # reader paging with ?after=seq can never skip an event that commits late.
     last_event_seq = models.PositiveIntegerField(default=0)
@@ -264,6 +313,15 @@ class Execution(models.Model):
     # results only while its attempt number equals this (fencing).
     attempt = models.PositiveIntegerField(default=0)
     not_before = models.DateTimeField(null=True, blank=True)
+    # Rendered concurrency key (empty: none) and its limit, fixed at launch.
+    concurrency_key = models.CharField(max_length=200, blank=True, db_index=True)
+    concurrency_limit = models.PositiveIntegerField(default=1)
+    priority = models.IntegerField(default=0)
+    # Why a pending execution is not starting yet, as shown to people.
+    waiting_reason = models.CharField(max_length=300, blank=True)
+    # Set when someone asks a running execution to stop; the worker's heartbeat picks it up.
+    cancel_requested_at = models.DateTimeField(null=True, blank=True)
+    cancel_reason = models.CharField(max_length=300, blank=True)
     worker = models.CharField(max_length=200, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     exit_code = models.IntegerField(null=True, blank=True)

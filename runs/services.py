@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import IntegrityError, transaction
@@ -73,8 +73,15 @@ def run_launch(
                 created_by=user,
                 idempotency_key=idempotency_key,
                 idempotency_fingerprint=fingerprint,
+                deadline_at=(now + timedelta(seconds=task.run_deadline_seconds)
+                             if task.run_deadline_seconds else None),
             )
-            Execution.objects.create(run=run, name=task.slug, position=0)
+            Execution.objects.create(
+                run=run, name=task.slug, position=0,
+                concurrency_key=concurrency_key_render(task.concurrency_key, clean),
+                concurrency_limit=task.concurrency_limit,
+                priority=task.priority,
+            )
             who = f" by {actor.label}" if actor.is_human else ""
             event_append(run.pk, "run.queued", f"Run queued{who} ({Trigger(trigger).label}).",
                          now=now, actor=actor,
@@ -90,6 +97,15 @@ def run_launch(
             raise
         return existing, False
     return run, True
+
+
+def concurrency_key_render(template: str, params: dict[str, Any]) -> str:
+    """The concurrency key of an execution: the task's template with {{ name }} substituted."""
+    if not template:
+        return ""
+    from jobs.executors.command import render
+
+    return render(template, params)[:200]
 
 
 def _idempotent_match(task: Task, key: str, fingerprint: str) -> Run | None:

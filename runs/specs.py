@@ -17,7 +17,15 @@ def placeholders(text: str) -> set[str]:
     return set(PLACEHOLDER_RE.findall(text))
 
 
-def task_definition_errors(*, kind: str, spec: Any, params_schema: Any) -> dict[str, list[str]]:
+def task_definition_errors(
+    *,
+    kind: str,
+    spec: Any,
+    params_schema: Any,
+    concurrency_key: str = "",
+    retry_backoff: Any = None,
+    retry_on: Any = None,
+) -> dict[str, list[str]]:
     """All problems with a task definition, keyed by field path; empty when valid."""
     errors = schema_errors(params_schema)
     declared = (
@@ -36,6 +44,19 @@ def task_definition_errors(*, kind: str, spec: Any, params_schema: Any) -> dict[
     if not isinstance(spec, dict):
         add("spec", "must be an object")
         return errors
+    if concurrency_key:
+        check_refs("concurrency_key", concurrency_key)
+    if retry_backoff is not None and (
+        not isinstance(retry_backoff, list) or not retry_backoff
+        or not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 86400
+                   for v in retry_backoff)
+    ):
+        add("retry_backoff", "must be a non-empty list of whole seconds (0 to 86400), "
+            "e.g. [60, 300, 900]")
+    if retry_on is not None and (
+        not isinstance(retry_on, list) or not all(isinstance(v, str) for v in retry_on)
+    ):
+        add("retry_on", 'must be a list of outcome names, e.g. ["failure", "timed_out"]')
     if kind == "command":
         unknown = sorted(set(spec) - {"argv", "env"})
         if unknown:

@@ -270,6 +270,7 @@ def _execution_move(
     now: datetime,
     data: dict | None = None,
     message: str | None = None,
+    event_kind: str | None = None,
 ) -> None:
     _check("execution", execution.status, to, EXECUTION_ALLOWED)
     previous = execution.status
@@ -288,8 +289,9 @@ def _execution_move(
     text = message or (
         f"{execution.name}: {ExecutionStatus(to).label.lower()}" + (f": {reason}" if reason else "")
     )
-    event_append(run.pk, f"execution.{to}", text, now=now, execution_id=execution.pk,
-                 actor=actor, data={"from": previous, "to": to, **(data or {})})
+    event_append(run.pk, event_kind or f"execution.{to}", text, now=now,
+                 execution_id=execution.pk, actor=actor,
+                 data={"from": previous, "to": to, **(data or {})})
     if actor.is_human:
         audit_write(actor=actor, action=f"execution.{to}", obj=execution, now=now,
                     project_id=run.project_id, changes={"status": [previous, to]})
@@ -315,6 +317,8 @@ def run_settle(run: Run, *, now: datetime) -> None:
         final, reason = R.TIMED_OUT, _first_error(run, E.TIMED_OUT)
     elif E.CANCELLED in statuses:
         final, reason = R.CANCELLED, _first_error(run, E.CANCELLED)
+        if run.deadline_at and run.deadline_at <= now:
+            final, reason = R.TIMED_OUT, deadline_reason(run)
     else:
         final, reason = R.SUCCEEDED, ""
     if run.status == R.QUEUED and final == R.SUCCEEDED:
@@ -339,9 +343,12 @@ def _first_error(run: Run, status: str) -> str:
 def execution_queue(*, execution_id: int, now: datetime | None = None) -> bool:
     """pending -> queued and hand the execution to the worker queue, atomically.
 
+    Admission (under the run lock, then a per-key lock): the run is queued or running, the
+    backoff time has come, the run's parallelism ceiling and the concurrency key's limit have
+    room. When it cannot start, the reason is stored on the execution for people to see.
+
     With the ORM broker the q2 message row is inserted in this same transaction, so either both
-    the status and the message exist or neither does. Returns False if someone else got there
-    first (not pending any more, or the run cannot start work now).
+    the status and the message exist or neither does. Returns True if queued.
     """
     from django_q.tasks import async_task
 
@@ -352,6 +359,14 @@ def execution_queue(*, execution_id: int, now: datetime | None = None) -> bool:
             return False
         if execution.not_before and execution.not_before > now:
             return False
+        blocked = _admission_blocker(run, execution)
+        if blocked:
+            if execution.waiting_reason != blocked:
+                execution.waiting_reason = blocked
+                execution.save(update_fields=["waiting_reason"])
+            return False
+        execution.waiting_reason = ""
+        execution.save(update_fields=["waiting_reason"])
         _execution_move(run, execution, E.QUEUED, reason="", actor=SYSTEM, now=now,
                         message=f"{execution.name}: queued for a worker.")
         async_task(
@@ -361,6 +376,41 @@ def execution_queue(*, execution_id: int, now: datetime | None = None) -> bool:
             group=f"run-{run.pk}",
         )
     return True
+
+
+SLOT_STATUSES = (E.QUEUED, E.RUNNING)
+
+
+def _admission_blocker(run: Run, execution: Execution) -> str:
+    """Why the execution cannot take a slot now ('' if it can). Call with the run locked."""
+    max_parallel = int(run.task_snapshot.get("max_parallel") or 0)
+    if max_parallel:
+        busy = run.executions.filter(status__in=SLOT_STATUSES).count()
+        if busy >= max_parallel:
+            return f"waiting: this run already has {busy} of {max_parallel} executions running"
+    key = execution.concurrency_key
+    if not key:
+        return ""
+    _lock_key(key)
+    holders = list(
+        Execution.objects.filter(concurrency_key=key, status__in=SLOT_STATUSES)
+        .order_by("queued_at", "id").values_list("run_id", flat=True)[:5]
+    )
+    if len(holders) < execution.concurrency_limit:
+        return ""
+    held = ", ".join(f"run {r}" for r in holders)
+    return (f"waiting for slot {key} (limit {execution.concurrency_limit}), held by {held}")
+
+
+def _lock_key(key: str) -> None:
+    """Serialise admissions per concurrency key until commit. PostgreSQL: a transaction-scoped
+    advisory lock (always taken after the row locks, so no cycle). SQLite: the IMMEDIATE
+    transaction already serialises every writer."""
+    from django.db import connection
+
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 7))", [key])
 
 
 def execution_claim(*, execution_id: int, worker: str, now: datetime | None = None
@@ -437,26 +487,315 @@ def execution_finish(
         Attempt.objects.filter(execution=execution, number=attempt_number).update(
             finished_at=now, exit_code=exit_code, outcome=outcome, error=error
         )
-        summary = f"{execution.name}: {ExecutionStatus(status).label.lower()}"
-        if exit_code is not None:
-            summary += f" (exit code {exit_code})"
-        if error:
-            summary += f": {error.strip().splitlines()[0][:200]}" if error.strip() else ""
-        _execution_move(run, execution, status, reason="", actor=SYSTEM, now=now,
-                        message=summary,
-                        data={"attempt": attempt_number, "exit_code": exit_code,
-                              "outcome": outcome})
+        if execution.cancel_requested_at and status != E.SUCCEEDED:
+            status = E.CANCELLED
+            error = error or execution.cancel_reason
+        if _should_retry(run, execution, status, outcome):
+            _execution_retry(run, execution, now=now, outcome=outcome, error=error)
+        else:
+            summary = f"{execution.name}: {ExecutionStatus(status).label.lower()}"
+            if exit_code is not None:
+                summary += f" (exit code {exit_code})"
+            if error.strip():
+                summary += f": {error.strip().splitlines()[0][:200]}"
+            _execution_move(run, execution, status, reason="", actor=SYSTEM, now=now,
+                            message=summary,
+                            data={"attempt": attempt_number, "exit_code": exit_code,
+                                  "outcome": outcome})
         run_settle(run, now=now)
         transaction.on_commit(_dispatch_on_commit)
     return True
 
 
+LOST_WORKER_ATTEMPTS = 3
+
+
+def retry_limit(run: Run, *, lost: bool) -> int:
+    """Attempts allowed in all: the task's max_attempts; a lost worker always gets at least 3."""
+    configured = int(run.task_snapshot.get("max_attempts") or 1)
+    return max(configured, LOST_WORKER_ATTEMPTS) if lost else configured
+
+
+def _should_retry(run: Run, execution: Execution, status: str, outcome: str) -> bool:
+    if status in (E.SUCCEEDED, E.CANCELLED) or execution.cancel_requested_at:
+        return False
+    if run.status in RUN_TERMINAL:
+        return False
+    lost = outcome == "lease_expired"
+    retry_on = run.task_snapshot.get("retry_on") or []
+    if not lost and outcome not in retry_on:
+        return False
+    return execution.attempt < retry_limit(run, lost=lost)
+
+
+def backoff_seconds(run: Run, attempt: int) -> int:
+    """Delay before the retry that follows attempt `attempt` (1-based); the last value repeats."""
+    schedule = run.task_snapshot.get("retry_backoff")
+    if not isinstance(schedule, list) or not schedule:
+        schedule = [60, 300, 900]
+    return int(schedule[min(attempt, len(schedule)) - 1])
+
+
+def _execution_retry(run: Run, execution: Execution, *, now: datetime, outcome: str,
+                     error: str) -> None:
+    """running -> pending with not_before = now + backoff: the attempt failed, tries remain."""
+    from datetime import timedelta
+
+    lost = outcome == "lease_expired"
+    limit = retry_limit(run, lost=lost)
+    delay = backoff_seconds(run, execution.attempt)
+    execution.not_before = now + timedelta(seconds=delay)
+    execution.waiting_reason = (
+        f"retry {execution.attempt + 1} of {limit} at {execution.not_before:%Y-%m-%d %H:%M:%S} UTC"
+    )
+    execution.worker = ""
+    execution.save(update_fields=["not_before", "waiting_reason", "worker"])
+    first_line = (error.strip().splitlines() or [outcome])[0][:200]
+    _execution_move(
+        run, execution, E.PENDING, reason="", actor=SYSTEM, now=now,
+        message=(f"{execution.name}: attempt {execution.attempt} of {limit} ended "
+                 f"({outcome}: {first_line}); retrying in {delay} s."),
+        data={"attempt": execution.attempt, "max_attempts": limit, "outcome": outcome,
+              "next_try_at": execution.not_before.isoformat(), "delay_seconds": delay},
+        event_kind="execution.retrying",
+    )
+
+
 def execution_heartbeat(*, execution_id: int, attempt_number: int,
-                        now: datetime | None = None) -> bool:
-    """Refresh the lease of the current attempt. False means the attempt is no longer current
-    (cancelled or reaped) and the worker should stop."""
+                        now: datetime | None = None) -> str:
+    """Refresh the lease of the current attempt.
+
+    Returns "ok", "cancel" (someone asked it to stop: terminate the work, it ends cancelled) or
+    "lost" (the attempt is no longer current: it was reaped or ended; stop, and expect the late
+    result to be rejected).
+    """
     now = now or timezone.now()
     updated = Execution.objects.filter(
         pk=execution_id, attempt=attempt_number, status=E.RUNNING
     ).update(heartbeat_at=now)
-    return updated == 1
+    if updated != 1:
+        return "lost"
+    return execution_stop_check(execution_id=execution_id, attempt_number=attempt_number)
+
+
+def execution_stop_check(*, execution_id: int, attempt_number: int) -> str:
+    """Read-only twin of execution_heartbeat, cheap enough to poll every second."""
+    row = Execution.objects.filter(pk=execution_id).values(
+        "status", "attempt", "cancel_requested_at").first()
+    if row is None or row["status"] != E.RUNNING or row["attempt"] != attempt_number:
+        return "lost"
+    return "cancel" if row["cancel_requested_at"] else "ok"
+
+
+def execution_requeue(*, execution_id: int, now: datetime) -> bool:
+    """Hand a queued execution that no worker claimed to the queue again. Safe even if the
+    first message is still alive: whichever delivery claims first wins, the other no-ops."""
+    from django_q.tasks import async_task
+
+    with transaction.atomic():
+        run, execution = _lock_execution(execution_id)
+        if execution.status != E.QUEUED:
+            return False
+        waited = int((now - execution.queued_at).total_seconds()) if execution.queued_at else 0
+        execution.queued_at = now
+        execution.save(update_fields=["queued_at"])
+        event_append(run.pk, "execution.redelivered",
+                     f"{execution.name}: no worker claimed it within {waited} s; handed to the "
+                     "queue again.", now=now, execution_id=execution.pk)
+        async_task("jobs.tasks.execution_run", execution.pk,
+                   task_name=f"execution-{execution.pk}", group=f"run-{run.pk}")
+    return True
+
+
+def run_repair(*, run_id: int, now: datetime) -> bool:
+    """Invariant 1 repair: settle a run whose executions have all ended. Returns True if the
+    run was out of step (and records why)."""
+    with transaction.atomic():
+        run = _lock_run(run_id)
+        if run.is_terminal:
+            return False
+        statuses = list(run.executions.values_list("status", flat=True))
+        if statuses and any(s not in EXECUTION_TERMINAL for s in statuses):
+            return False
+        event_append(run.pk, "reaper.repaired", "Repair: every execution of this run had ended "
+                     "but the run had not; settling it now.", now=now)
+        if not statuses:
+            _run_move(run, R.FAILED, reason="the run has no executions", actor=SYSTEM, now=now)
+        else:
+            run_settle(run, now=now)
+    return True
+
+
+# --- controls: cancel, pause, resume ---------------------------------------------------------
+
+
+def execution_cancel(*, execution_id: int, actor: Actor, reason: str = "",
+                     now: datetime | None = None) -> Execution:
+    """Cancel one execution. Not yet running: cancelled at once. Running: a stop request the
+    worker's heartbeat picks up within a second or two (SIGTERM to the group, grace, SIGKILL);
+    the execution becomes cancelled when the worker reports back, or when the reaper finds
+    its lease expired."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        run, execution = _lock_execution(execution_id)
+        _execution_cancel_locked(run, execution, actor=actor, reason=reason, now=now)
+        run_settle(run, now=now)
+        transaction.on_commit(_dispatch_on_commit)
+    return execution
+
+
+def _cancel_text(actor: Actor, reason: str) -> str:
+    who = actor.label if actor.is_human else "Switchyard"
+    return f"cancelled by {who}" + (f": {reason}" if reason else "")
+
+
+def _execution_cancel_locked(run: Run, execution: Execution, *, actor: Actor, reason: str,
+                             now: datetime) -> None:
+    if execution.is_terminal:
+        raise TransitionNotAllowed(
+            f"Execution {execution.pk} has already ended ({execution.status}); nothing to cancel."
+        )
+    text = _cancel_text(actor, reason)
+    if execution.status == E.RUNNING:
+        if execution.cancel_requested_at is None:
+            execution.cancel_requested_at = now
+            execution.cancel_reason = text
+            execution.save(update_fields=["cancel_requested_at", "cancel_reason"])
+            event_append(run.pk, "execution.cancel_requested",
+                         f"{execution.name}: stop requested ({text}); terminating the process.",
+                         now=now, execution_id=execution.pk, actor=actor)
+            audit_write(actor=actor, action="execution.cancel", obj=execution, now=now,
+                        project_id=run.project_id, changes={"reason": reason})
+        return
+    execution.cancel_reason = text
+    execution.waiting_reason = ""
+    execution.save(update_fields=["cancel_reason", "waiting_reason"])
+    _execution_move(run, execution, E.CANCELLED, reason=text, actor=actor, now=now)
+
+
+def run_cancel(*, run_id: int, actor: Actor, reason: str = "",
+               now: datetime | None = None) -> Run:
+    """Cancel a whole run: every execution not yet ended is cancelled (running ones are asked
+    to stop). The run becomes cancelled once the last one has ended."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        run = _lock_run(run_id)
+        if run.is_terminal:
+            raise TransitionNotAllowed(
+                f"Run {run.pk} has already ended ({run.status}); nothing to cancel."
+            )
+        audit_write(actor=actor, action="run.cancel", obj=run, now=now,
+                    project_id=run.project_id, changes={"reason": reason})
+        event_append(run.pk, "run.cancel_requested",
+                     f"Run {_cancel_text(actor, reason)}.", now=now, actor=actor)
+        executions = list(run.executions.select_for_update().exclude(
+            status__in=EXECUTION_TERMINAL).order_by("position", "id"))
+        quiet = Actor(user=actor.user, via="system", label=actor.label)  # one audit row
+        for execution in executions:
+            _execution_cancel_locked(run, execution, actor=quiet, reason=reason, now=now)
+        run.refresh_from_db()
+        run_settle(run, now=now)  # terminal now, or once its running executions have stopped
+        transaction.on_commit(_dispatch_on_commit)
+    return run
+
+
+def run_pause(*, run_id: int, actor: Actor, reason: str = "", now: datetime | None = None
+              ) -> Run:
+    """Pause: start no new executions; running ones finish normally."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        run = _lock_run(run_id)
+        _run_move(run, R.PAUSED, reason=reason, actor=actor, now=now,
+                  message=f"Run paused by {actor.label}: no new executions start until resumed.")
+    return run
+
+
+def run_resume(*, run_id: int, actor: Actor, now: datetime | None = None) -> Run:
+    """Resume a paused run: back to running (or queued if nothing had started)."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        run = _lock_run(run_id)
+        if run.status != R.PAUSED:
+            raise TransitionNotAllowed(f"Run {run.pk} is {run.status}, not paused.")
+        to = R.RUNNING if run.started_at else R.QUEUED
+        _run_move(run, to, reason="", actor=actor, now=now,
+                  event_kind="run.resumed", message=f"Run resumed by {actor.label}.")
+        transaction.on_commit(_dispatch_on_commit)
+    return run
+
+
+# --- the reaper's moves ----------------------------------------------------------------------
+
+
+def lease_expire(*, execution_id: int, now: datetime, lease_seconds: float) -> bool:
+    """A running execution whose heartbeat is older than the lease lost its worker: end the
+    attempt as lease_expired and retry it (a lost worker always retries) or fail it.
+
+    Returns False if, under the lock, the lease turns out to be fresh (the worker is alive).
+    """
+    from datetime import timedelta
+
+    with transaction.atomic():
+        run, execution = _lock_execution(execution_id)
+        if execution.status != E.RUNNING:
+            return False
+        cutoff = now - timedelta(seconds=lease_seconds)
+        if execution.heartbeat_at and execution.heartbeat_at >= cutoff:
+            return False
+        seen = execution.heartbeat_at.isoformat() if execution.heartbeat_at else "never"
+        error = (f"Lost: worker {execution.worker or '?'} stopped heartbeating (last seen "
+                 f"{seen}, lease {lease_seconds:g} s); it probably died.")
+        Attempt.objects.filter(execution=execution, number=execution.attempt).update(
+            finished_at=now, outcome="lease_expired", error=error
+        )
+        event_append(run.pk, "execution.lease_expired", f"{execution.name}: attempt "
+                     f"{execution.attempt} {error[0].lower()}{error[1:]}", now=now,
+                     execution_id=execution.pk,
+                     data={"attempt": execution.attempt, "worker": execution.worker,
+                           "heartbeat_at": seen})
+        execution.outcome = "lease_expired"
+        execution.error = error
+        execution.save(update_fields=["outcome", "error"])
+        if execution.cancel_requested_at:
+            _execution_move(run, execution, E.CANCELLED, reason=execution.cancel_reason,
+                            actor=SYSTEM, now=now)
+        elif _should_retry(run, execution, E.FAILED, "lease_expired"):
+            _execution_retry(run, execution, now=now, outcome="lease_expired", error=error)
+        else:
+            _execution_move(run, execution, E.FAILED, reason=error, actor=SYSTEM, now=now)
+        run_settle(run, now=now)
+        transaction.on_commit(_dispatch_on_commit)
+    return True
+
+
+def run_deadline_expire(*, run_id: int, now: datetime) -> bool:
+    """The run's deadline passed: cancel what has not started, ask running executions to stop;
+    the run ends timed_out (run_settle) once every execution has ended, keeping invariant 1."""
+    with transaction.atomic():
+        run = _lock_run(run_id)
+        if run.is_terminal or not run.deadline_at or run.deadline_at > now:
+            return False
+        reason = deadline_reason(run)
+        pending_stop = run.executions.filter(status=E.RUNNING, cancel_requested_at__isnull=True)
+        if not pending_stop.exists() and not run.executions.exclude(
+                status__in=EXECUTION_TERMINAL).exclude(status=E.RUNNING).exists():
+            return False  # already handled; waiting for running executions to stop
+        event_append(run.pk, "run.deadline_passed", f"Run timing out: {reason}.", now=now)
+        for execution in run.executions.select_for_update().exclude(
+                status__in=EXECUTION_TERMINAL):
+            if execution.status == E.RUNNING:
+                if execution.cancel_requested_at is None:
+                    execution.cancel_requested_at = now
+                    execution.cancel_reason = reason
+                    execution.save(update_fields=["cancel_requested_at", "cancel_reason"])
+            else:
+                execution.cancel_reason = reason
+                execution.save(update_fields=["cancel_reason"])
+                _execution_move(run, execution, E.CANCELLED, reason=reason, actor=SYSTEM,
+                                now=now)
+        run_settle(run, now=now)
+    return True
+
+
+def deadline_reason(run: Run) -> str:
+    return f"the run's deadline ({run.deadline_at:%Y-%m-%d %H:%M:%S} UTC) passed"

@@ -147,13 +147,14 @@ def duration_text(value: timedelta | None) -> str:
     if seconds < 60:
         return f"{seconds} s"
     minutes, seconds = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes} min {seconds} s"
     hours, minutes = divmod(minutes, 60)
-    if hours < 24:
-        return f"{hours} h {minutes} min"
     days, hours = divmod(hours, 24)
-    return f"{days} d {hours} h"
+    # The two largest units, leaving out a zero second one ("1 h", not "1 h 0 min").
+    parts = [(days, "d"), (hours, "h"), (minutes, "min"), (seconds, "s")]
+    while parts[0][0] == 0:
+        parts.pop(0)
+    shown = [f"{n} {unit}" for n, unit in parts[:2] if n]
+    return " ".join(shown)
 
 
 def rows_requested(request: HttpRequest) -> bool:

@@ -43,6 +43,7 @@ def _isolated_dirs(settings, tmp_path: Path) -> None:
     # In-process executions run inside the test's transaction, which the heartbeat thread's own
     # connection cannot see; tests that exercise heartbeats set a short interval themselves.
     settings.SWITCHYARD_HEARTBEAT_SECONDS = 600
+    settings.SWITCHYARD_STOP_CHECK_SECONDS = 600
     # Real hashing costs ~0.3 s per persona; the hasher is not what these tests are about.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 

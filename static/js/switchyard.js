@@ -6,8 +6,12 @@
   // Times arrive as <time datetime="ISO" title="... UTC">; show them in the viewer's zone and
   // keep UTC in the title for hover. data-format="short" is for dense tables.
   var longFormat = new Intl.DateTimeFormat(undefined, {
-    dateStyle: "medium",
-    timeStyle: "medium",
+    year: "numeric",
+    month: "short",
+    day: "numeric",
+    hour: "2-digit",
+    minute: "2-digit",
+    second: "2-digit",
   });
   var shortFormat = new Intl.DateTimeFormat(undefined, {
     month: "short",
@@ -23,14 +27,17 @@
   });
 
   function localizeTimes(root) {
-    var today = new Date().toDateString();
+    var now = new Date();
+    var today = now.toDateString();
     root.querySelectorAll("time[datetime]:not([data-local])").forEach(function (el) {
       var when = new Date(el.getAttribute("datetime"));
       if (isNaN(when.getTime())) return;
       if (el.dataset.format === "short") {
         el.textContent = (when.toDateString() === today ? timeOnly : shortFormat).format(when);
       } else {
-        el.textContent = longFormat.format(when);
+        // The year only when it is not this one: it is noise in a header otherwise.
+        var format = when.getFullYear() === now.getFullYear() ? shortFormat : longFormat;
+        el.textContent = format.format(when);
       }
       el.dataset.local = "1";
     });

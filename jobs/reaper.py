@@ -1,0 +1,92 @@
+"""The reaper: finds what a crash, a lost message or a missed wake-up left behind, repairs it,
+and explains each repair as an event in the run's timeline.
+
+- running executions whose lease (heartbeat) expired: attempt ends `lease_expired`, retried
+  (a lost worker always retries) or failed; their concurrency slot is freed with them;
+- queued executions no worker claimed for a while: handed to the queue again (a duplicate
+  delivery is harmless: the claim is compare-and-set);
+- runs past their deadline: stopped and ended timed_out;
+- runs whose executions have all ended but that are not terminal: settled (invariant 1);
+- then dispatch, which also starts retries whose backoff has elapsed.
+
+Runs as a periodic q2 schedule (every minute) and as `manage.py reap`; takes `now=` for tests.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db.models import Count, Q
+from django.utils import timezone
+
+from jobs.dispatch import dispatch
+from runs.models import EXECUTION_TERMINAL, RUN_TERMINAL, Execution, ExecutionStatus, Run
+from runs.transitions import (
+    execution_requeue,
+    lease_expire,
+    run_deadline_expire,
+    run_repair,
+)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ReapReport:
+    leases_expired: int = 0
+    redelivered: int = 0
+    deadlines: int = 0
+    repaired: int = 0
+    dispatched: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+def reap(*, now: datetime | None = None) -> ReapReport:
+    """One pass of every repair. Safe to run concurrently with workers and other reapers."""
+    now = now or timezone.now()
+    report = ReapReport()
+    lease = settings.SWITCHYARD_LEASE_SECONDS
+    stale = now - timedelta(seconds=lease)
+    for execution_id in Execution.objects.filter(
+        status=ExecutionStatus.RUNNING
+    ).filter(Q(heartbeat_at__lt=stale) | Q(heartbeat_at__isnull=True)).values_list(
+        "pk", flat=True
+    ):
+        if lease_expire(execution_id=execution_id, now=now, lease_seconds=lease):
+            report.leases_expired += 1
+
+    unclaimed = now - timedelta(seconds=settings.SWITCHYARD_REDELIVER_SECONDS)
+    for execution_id in Execution.objects.filter(
+        status=ExecutionStatus.QUEUED, queued_at__lt=unclaimed
+    ).values_list("pk", flat=True):
+        if execution_requeue(execution_id=execution_id, now=now):
+            report.redelivered += 1
+
+    for run_id in Run.objects.exclude(status__in=RUN_TERMINAL).filter(
+        deadline_at__lte=now
+    ).values_list("pk", flat=True):
+        if run_deadline_expire(run_id=run_id, now=now):
+            report.deadlines += 1
+
+    out_of_step = (
+        Run.objects.exclude(status__in=RUN_TERMINAL)
+        .annotate(
+            total=Count("executions"),
+            open=Count("executions", filter=~Q(executions__status__in=EXECUTION_TERMINAL)),
+        )
+        .filter(open=0)
+        .values_list("pk", flat=True)
+    )
+    for run_id in out_of_step:
+        if run_repair(run_id=run_id, now=now):
+            report.repaired += 1
+
+    report.dispatched = dispatch(now=now)
+    if any(v for k, v in report.as_dict().items() if k != "dispatched"):
+        logger.info("reaper: %s", report.as_dict())
+    return report
