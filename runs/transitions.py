@@ -650,7 +650,7 @@ def _cancel_text(actor: Actor, reason: str) -> str:
 
 
 def _execution_cancel_locked(run: Run, execution: Execution, *, actor: Actor, reason: str,
-                             now: datetime) -> None:
+                             now: datetime, audit: bool = True) -> None:
     if execution.is_terminal:
         raise TransitionNotAllowed(
             f"Execution {execution.pk} has already ended ({execution.status}); nothing to cancel."
@@ -664,13 +664,15 @@ def _execution_cancel_locked(run: Run, execution: Execution, *, actor: Actor, re
             event_append(run.pk, "execution.cancel_requested",
                          f"{execution.name}: stop requested ({text}); terminating the process.",
                          now=now, execution_id=execution.pk, actor=actor)
-            audit_write(actor=actor, action="execution.cancel", obj=execution, now=now,
-                        project_id=run.project_id, changes={"reason": reason})
+            if audit:
+                audit_write(actor=actor, action="execution.cancel", obj=execution, now=now,
+                            project_id=run.project_id, changes={"reason": reason})
         return
     execution.cancel_reason = text
     execution.waiting_reason = ""
     execution.save(update_fields=["cancel_reason", "waiting_reason"])
-    _execution_move(run, execution, E.CANCELLED, reason=text, actor=actor, now=now)
+    _execution_move(run, execution, E.CANCELLED, reason=text, now=now,
+                    actor=actor if audit else Actor(via="system", label=actor.label))
 
 
 def run_cancel(*, run_id: int, actor: Actor, reason: str = "",
@@ -690,9 +692,9 @@ def run_cancel(*, run_id: int, actor: Actor, reason: str = "",
                      f"Run {_cancel_text(actor, reason)}.", now=now, actor=actor)
         executions = list(run.executions.select_for_update().exclude(
             status__in=EXECUTION_TERMINAL).order_by("position", "id"))
-        quiet = Actor(user=actor.user, via="system", label=actor.label)  # one audit row
-        for execution in executions:
-            _execution_cancel_locked(run, execution, actor=quiet, reason=reason, now=now)
+        for execution in executions:  # one audit row for the run, none per execution
+            _execution_cancel_locked(run, execution, actor=actor, reason=reason, now=now,
+                                     audit=False)
         run.refresh_from_db()
         run_settle(run, now=now)  # terminal now, or once its running executions have stopped
         transaction.on_commit(_dispatch_on_commit)

@@ -7,6 +7,7 @@ project `demo`, and mallory, who is in no project.
 from __future__ import annotations
 
 import re
+
 import pytest
 from django.test import Client
 from django.utils import timezone
