@@ -117,22 +117,21 @@ def launch_values(schema: list[dict], data: Mapping[str, Any]) -> dict[str, str]
 def prefill_values(schema: list[dict], data: Mapping[str, Any]) -> dict[str, str] | None:
     """Values to pre-fill a fresh launch form from a query string ("launch again"), or None when
     the query names none of the schema's parameters. Secrets and NUL-bearing values are dropped."""
+    types = {definition["name"]: definition["type"] for definition in schema}
     values = {
         name: value
         for name, value in launch_values(schema, data).items()
-        if "\x00" not in value
-        and next(d for d in schema if d["name"] == name)["type"] != "secret"
+        if "\x00" not in value and types[name] != "secret"
     }
     if not values:
         return None
     # Parameters not named in the link keep their defaults.
     for definition in schema:
-        name = definition["name"]
-        if name not in values and "default" in definition and definition["type"] != "secret":
-            default = definition["default"]
-            values[name] = ("on" if default else "") if definition["type"] == "boolean" else str(
-                default
-            )
+        name, kind = definition["name"], definition["type"]
+        if name in values or "default" not in definition or kind == "secret":
+            continue
+        default = definition["default"]
+        values[name] = ("on" if default else "") if kind == "boolean" else str(default)
     return values
 
 
@@ -153,7 +152,7 @@ def run_filters_parse(query: Mapping[str, Any]) -> tuple[RunFilters, dict[str, s
             errors[name] = [NUL_MESSAGE]
         elif name in ("project", "task") and value and not SLUG_RE.match(value):
             errors[name] = [
-                f"{value[:80]!r} is not a {name} slug (letters, digits, - and _, at most 64)"
+                f"{value[:80]!r} is not a valid slug (letters, digits, - and _, at most 64)"
             ]
     filters = RunFilters(**{name: (value or None) for name, value in raw.items()})
     for name, messages in filters.errors().items():

@@ -479,6 +479,11 @@ def execution_finish(
                       "status": status, "exit_code": exit_code},
             )
             return False
+        if execution.cancel_requested_at and status != E.SUCCEEDED:
+            # The stop was asked for: say who asked, not how the process died.
+            status = E.CANCELLED
+            outcome = "cancelled"
+            error = execution.cancel_reason or error
         execution.exit_code = exit_code
         execution.outcome = outcome
         execution.error = error
@@ -487,9 +492,6 @@ def execution_finish(
         Attempt.objects.filter(execution=execution, number=attempt_number).update(
             finished_at=now, exit_code=exit_code, outcome=outcome, error=error
         )
-        if execution.cancel_requested_at and status != E.SUCCEEDED:
-            status = E.CANCELLED
-            error = error or execution.cancel_reason
         if _should_retry(run, execution, status, outcome):
             _execution_retry(run, execution, now=now, outcome=outcome, error=error)
         else:

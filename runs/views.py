@@ -110,7 +110,8 @@ def actor_for(request: HttpRequest) -> Actor:
         user=request.user,
         via="ui",
         label=request.user.get_username(),
-        ip_address=request.META.get("REMOTE_ADDR"),
+        # Some servers leave REMOTE_ADDR empty, which an inet column rejects: store no address.
+        ip_address=request.META.get("REMOTE_ADDR") or None,
         user_agent=request.META.get("HTTP_USER_AGENT", ""),
     )
 
@@ -181,8 +182,8 @@ def home(request: HttpRequest) -> HttpResponse:
         .order_by("name")
     )
     for project in projects:
-        # Staff see every project and act as maintainers where they are not members.
-        project.role_label = Role(project.own_role or Role.MAINTAINER).label
+        # As in selectors.role_of: staff act as maintainers everywhere, member or not.
+        project.role_label = Role(Role.MAINTAINER if user.is_staff else project.own_role).label
     runs, _ = selectors.runs_list(user, filters=selectors.RunFilters(), limit=RECENT_RUNS)
     context = {"runs": runs, "show_project": True, "poll_url": request.get_full_path(),
                "live_rows": any_live(runs)}
@@ -433,7 +434,7 @@ class ExecutionView:
     log: LogTail
 
 
-def _blocks(chunk: LogChunk) -> LogBlock:
+def _block(chunk: LogChunk) -> LogBlock:
     return LogBlock(seq=chunk.seq, stream=chunk.stream, lines=chunk.text.split("\n"))
 
 
@@ -465,7 +466,7 @@ def _log_tails(executions: list[Execution]) -> dict[int, LogTail]:
         room = LOG_TAIL_LINES - shown.get(chunk.execution_id, 0)
         if room <= 0:
             continue
-        block = _blocks(chunk)
+        block = _block(chunk)
         block.lines = block.lines[-room:]
         shown[chunk.execution_id] = shown.get(chunk.execution_id, 0) + len(block.lines)
         tail.blocks.insert(0, block)
@@ -491,7 +492,7 @@ def _logs_after(cursors: dict[int, int]) -> dict[int, LogTail]:
     )
     for chunk in chunks:
         tail = tails[chunk.execution_id]
-        tail.blocks.append(_blocks(chunk))
+        tail.blocks.append(_block(chunk))
         tail.last_seq = chunk.seq
     return tails
 

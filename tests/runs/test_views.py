@@ -348,8 +348,8 @@ def test_run_list_counts_runs_per_status(client_for, hello_task, personas):
     [
         ("status=exploded", "Status must be one of"),
         ("trigger=telepathy", "Trigger must be one of"),
-        ("project=not%20a%20slug", "not a project slug"),
-        ("task=%00", "NUL character"),
+        ("project=not%20a%20slug", "Project &#x27;not a slug&#x27; is not a valid slug"),
+        ("task=%00", "Task contains a NUL character"),
         ("cursor=garbage!", "The cursor is not valid"),
         (f"cursor={cursor_encode(10**30)}", "The cursor is not valid"),
     ],
@@ -535,6 +535,27 @@ def test_an_execution_of_another_run_is_a_404_in_the_log_download(client_for, he
     theirs = launch(hello_task, personas["bob"])
     url = f"/runs/{mine.pk}/executions/{theirs.executions.get().pk}/log.txt"
     assert client_for("bob").get(url).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "data"),
+    [
+        ("get", "/runs/?project=" + "x" * 5000, None),
+        ("get", "/runs/?cursor=%F0%9F%92%A5&status=%00", None),
+        ("get", "/runs/?cursor=" + "A" * 10000, None),
+        ("get", "/runs/{run}/live?events_after=" + "9" * 5000, None),
+        ("get", "/runs/{run}/live?log=" + "1" * 5000 + ":1", None),
+        ("get", "/runs/{run}/live?log=%00:%00&events_after=%F0%9F%92%A5", None),
+        ("get", LAUNCH + "?name=%00&count=%F0%9F%92%A5&unknown=1", None),
+        ("post", LAUNCH, {"name": "x" * 20000, "count": "9" * 5000}),
+        ("post", LAUNCH, {"name": ["a", "b"], "count": "1e400"}),
+        ("post", "/p/demo/tasks/" + "t" * 300 + "/launch", {"name": "Ada"}),
+    ],
+)
+def test_no_client_input_causes_a_500(client_for, hello_task, personas, method, path, data):
+    run = launch(hello_task, personas["bob"])
+    response = getattr(client_for("bob"), method)(path.format(run=run.pk), data)
+    assert response.status_code < 500
 
 
 # --- query counts -------------------------------------------------------------------------------
