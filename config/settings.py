@@ -179,6 +179,9 @@ SWITCHYARD_HEARTBEAT_SECONDS = env_float("SWITCHYARD_HEARTBEAT_SECONDS", 5.0, mi
 SWITCHYARD_LEASE_SECONDS = env_float("SWITCHYARD_LEASE_SECONDS", 60.0, minimum=1.0)
 # A queued execution no worker claimed within this many seconds is handed to the queue again.
 SWITCHYARD_REDELIVER_SECONDS = env_float("SWITCHYARD_REDELIVER_SECONDS", 300.0, minimum=1.0)
+# Worker registry: beat interval, and silence after which a worker counts as dead.
+SWITCHYARD_WORKER_BEAT_SECONDS = env_float("SWITCHYARD_WORKER_BEAT_SECONDS", 10.0, minimum=0.1)
+SWITCHYARD_WORKER_DEAD_SECONDS = env_float("SWITCHYARD_WORKER_DEAD_SECONDS", 45.0, minimum=1.0)
 # How often the stop check (cancel requests) runs while a command executes.
 SWITCHYARD_STOP_CHECK_SECONDS = env_float("SWITCHYARD_STOP_CHECK_SECONDS", 1.0, minimum=0.05)
 

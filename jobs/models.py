@@ -1,1 +1,27 @@
-"""The jobs app keeps its state on runs.Execution and runs.Attempt; no models of its own yet."""
+"""The worker registry: one row per django-q2 worker process, refreshed while it lives.
+
+Execution state itself lives on runs.Execution and runs.Attempt; this table only answers
+"who is alive, since when, running what", and lets pages say "no worker alive".
+"""
+
+from __future__ import annotations
+
+from django.db import models
+
+
+class WorkerProcess(models.Model):
+    # Same text as Execution.worker and Attempt.worker: "<SWITCHYARD_WORKER_ID or host>:<pid>".
+    name = models.CharField(max_length=200, unique=True)
+    host = models.CharField(max_length=200)
+    pid = models.PositiveIntegerField()
+    started_at = models.DateTimeField()
+    last_seen_at = models.DateTimeField(db_index=True)
+    stopped_at = models.DateTimeField(null=True, blank=True)
+    # SIGTERM received: finishing what it runs, taking nothing new.
+    draining = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["-last_seen_at"]
+
+    def __str__(self) -> str:
+        return self.name

@@ -3,12 +3,14 @@ schema, calls a selector or a service, and returns a schema; nothing else."""
 
 from __future__ import annotations
 
+from django.db.models import Count
 from django.http import HttpRequest
 from ninja import Header, Query, Router, Status
 
 from runs import selectors
 from runs.models import Role, Run, Trigger
 from runs.schemas import (
+    ControlIn,
     ErrorOut,
     EventPage,
     LaunchIn,
@@ -17,9 +19,16 @@ from runs.schemas import (
     RunDetailOut,
     RunPage,
     TaskOut,
+    WorkersOut,
 )
 from runs.services import run_launch
-from runs.transitions import Actor
+from runs.transitions import (
+    Actor,
+    execution_cancel,
+    run_cancel,
+    run_pause,
+    run_resume,
+)
 
 router = Router(tags=["runs"])
 
@@ -173,3 +182,64 @@ def executions_logs(
         "execution_status": execution.status,
         "finished": finished and len(chunks) < limit,
     }
+
+
+CONTROL = {200: RunDetailOut, 403: ErrorOut, 409: ErrorOut, 422: ErrorOut, **ERRORS}
+
+
+@router.post("/runs/{int:run_id}/cancel", response=CONTROL, operation_id="runs_cancel")
+def runs_cancel(request: HttpRequest, run_id: int, body: ControlIn | None = None):
+    """Cancel a run: executions not started are cancelled at once; running commands get
+    SIGTERM (then SIGKILL after the grace period), grandchildren included."""
+    run = selectors.run_get(request.user, run_id, minimum=Role.OPERATOR)
+    run_cancel(run_id=run.pk, actor=actor_for(request), reason=body.reason if body else "")
+    return _run_detail(request, selectors.run_get(request.user, run_id))
+
+
+@router.post("/runs/{int:run_id}/pause", response=CONTROL, operation_id="runs_pause")
+def runs_pause(request: HttpRequest, run_id: int, body: ControlIn | None = None):
+    """Pause a run: no new executions start; running ones finish."""
+    run = selectors.run_get(request.user, run_id, minimum=Role.OPERATOR)
+    run_pause(run_id=run.pk, actor=actor_for(request), reason=body.reason if body else "")
+    return _run_detail(request, selectors.run_get(request.user, run_id))
+
+
+@router.post("/runs/{int:run_id}/resume", response=CONTROL, operation_id="runs_resume")
+def runs_resume(request: HttpRequest, run_id: int):
+    """Resume a paused run."""
+    run = selectors.run_get(request.user, run_id, minimum=Role.OPERATOR)
+    run_resume(run_id=run.pk, actor=actor_for(request))
+    return _run_detail(request, selectors.run_get(request.user, run_id))
+
+
+@router.post("/executions/{int:execution_id}/cancel", response=CONTROL,
+             operation_id="executions_cancel")
+def executions_cancel(request: HttpRequest, execution_id: int, body: ControlIn | None = None):
+    """Cancel one execution of a run."""
+    execution = selectors.execution_get(request.user, execution_id)
+    selectors.require_role(request.user, execution.run.project, Role.OPERATOR)
+    execution_cancel(execution_id=execution.pk, actor=actor_for(request),
+                     reason=body.reason if body else "")
+    return _run_detail(request, selectors.run_get(request.user, execution.run_id))
+
+
+@router.get("/workers", response={200: WorkersOut, **ERRORS}, operation_id="workers_status")
+def workers_status(request: HttpRequest):
+    """Live workers and queue depth. Worker details are shown to staff only."""
+    from jobs.registry import workers_alive
+    from runs.models import Execution
+
+    alive = list(workers_alive())
+    counts = {row["status"]: row["n"] for row in Execution.objects.filter(
+        status__in=["pending", "queued", "running"]).values("status").annotate(n=Count("id"))}
+    details = []
+    if request.user.is_staff:
+        running: dict[str, list[int]] = {}
+        for pk, worker in Execution.objects.filter(status="running").values_list("pk",
+                                                                                "worker"):
+            running.setdefault(worker, []).append(pk)
+        details = [{"name": w.name, "host": w.host, "pid": w.pid, "started_at": w.started_at,
+                    "last_seen_at": w.last_seen_at, "draining": w.draining,
+                    "running": running.get(w.name, [])} for w in alive]
+    return {"alive": len(alive), "workers": details, "queued": counts.get("queued", 0),
+            "pending": counts.get("pending", 0), "running": counts.get("running", 0)}

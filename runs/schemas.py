@@ -66,6 +66,13 @@ class ExecutionOut(Schema):
     started_at: datetime | None
     finished_at: datetime | None
     heartbeat_at: datetime | None
+    not_before: datetime | None = Field(description="Next try not before this time (backoff).")
+    max_attempts: int = 1
+    attempt_label: str = Field("", description='e.g. "attempt 2 of 3"')
+    why_waiting: str = Field("", description="Why a pending or queued execution has not "
+                             "started: backoff, a concurrency slot, pause, no worker alive.")
+    concurrency_key: str = ""
+    cancel_requested_at: datetime | None = None
     attempts: list[AttemptOut] = Field(default_factory=list)
 
 
@@ -128,3 +135,26 @@ class LogPage(Schema):
     execution_status: str
     finished: bool = Field(description="True when the execution has ended and every chunk "
                            "up to next_after has been returned.")
+
+
+class ControlIn(Schema):
+    reason: str = Field("", max_length=300, description="Why; shown in the timeline and audit "
+                        "log.")
+
+
+class WorkerOut(Schema):
+    name: str
+    host: str
+    pid: int
+    started_at: datetime
+    last_seen_at: datetime
+    draining: bool
+    running: list[int] = Field(description="Ids of the executions it is running.")
+
+
+class WorkersOut(Schema):
+    alive: int
+    workers: list[WorkerOut] = Field(description="Details, for staff only; empty otherwise.")
+    queued: int = Field(description="Executions handed to the queue, not yet claimed.")
+    pending: int = Field(description="Executions waiting for admission (order, backoff, slot).")
+    running: int

@@ -117,7 +117,35 @@ def execution_get(user, execution_id: int) -> Execution:
 
 
 def executions_for_run(run: Run) -> list[Execution]:
-    return list(run.executions.prefetch_related("attempts").order_by("position", "id"))
+    """Executions with attempts, each annotated for display: `max_attempts`, `attempt_label`
+    ("attempt 2 of 3") and `why_waiting` (backoff, slot, pause or "no worker alive")."""
+    executions = list(run.executions.prefetch_related("attempts").order_by("position", "id"))
+    alive = None
+    for execution in executions:
+        execution.max_attempts = int(run.task_snapshot.get("max_attempts") or 1)
+        execution.attempt_label = (
+            f"attempt {execution.attempt} of {execution.max_attempts}" if execution.attempt
+            else "not started"
+        )
+        reason = ""
+        if execution.status in ("pending", "queued"):
+            if alive is None:
+                alive = worker_count_alive() > 0
+            if run.status == "paused":
+                reason = "waiting: the run is paused"
+            elif execution.waiting_reason:
+                reason = execution.waiting_reason
+            if not alive:
+                reason = (f"{reason}; " if reason else "") + "no worker alive: start one with " \
+                    "`manage.py qcluster`"
+        execution.why_waiting = reason
+    return executions
+
+
+def worker_count_alive() -> int:
+    from jobs.registry import workers_alive
+
+    return workers_alive().count()
 
 
 # --- keyset pagination -----------------------------------------------------------------------

@@ -249,3 +249,35 @@ def test_chaos_sigkilled_workers_lose_nothing_and_run_nothing_twice(
         outcomes = list(Attempt.objects.filter(execution__run=run)
                         .values_list("outcome", flat=True))
         assert outcomes == ["lease_expired"] * 3, outcomes
+
+
+def test_workers_register_and_drain_gracefully_on_sigterm(clusters, project, tmp_path):
+    from jobs.models import WorkerProcess
+    from jobs.registry import workers_alive
+
+    [cluster] = clusters(1, workers=2)
+    wait_for(lambda: workers_alive().count() == 2, timeout=60,
+             message="both pool processes to register")
+    marker = tmp_path / "started"
+    task = TaskFactory(
+        project=project, params_schema=[],
+        spec={"argv": [PY, "-u", "-c",
+                       f"import time; open({str(marker)!r}, 'w').write('x'); time.sleep(2); "
+                       "print('finished cleanly')"]},
+    )
+    run, _ = run_launch(task=task, raw_params={}, actor=BOB)
+    wait_for(lambda: marker.exists(), timeout=60, message="the command to start")
+    cluster.proc.send_signal(signal.SIGTERM)  # as systemd or Ctrl-C would
+    cluster.proc.wait(timeout=60)
+    run.refresh_from_db()
+    assert run.status == RunStatus.SUCCEEDED, run.status_reason  # finished, not killed
+    assert WorkerProcess.objects.count() == 2
+
+
+@pytest.mark.django_db
+def test_no_worker_alive_is_the_visible_reason(hello_task, api_for):
+    run, _ = run_launch(task=hello_task, raw_params={"name": "x"}, actor=BOB)
+    body = api_for("carol").get(f"/api/runs/{run.pk}").json()
+    assert "no worker alive" in body["executions"][0]["why_waiting"]
+    status = api_for("carol").get("/api/workers").json()
+    assert status["alive"] == 0 and status["workers"] == []
