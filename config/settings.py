@@ -182,6 +182,11 @@ SWITCHYARD_REDELIVER_SECONDS = env_float("SWITCHYARD_REDELIVER_SECONDS", 300.0, 
 # Worker registry: beat interval, and silence after which a worker counts as dead.
 SWITCHYARD_WORKER_BEAT_SECONDS = env_float("SWITCHYARD_WORKER_BEAT_SECONDS", 10.0, minimum=0.1)
 SWITCHYARD_WORKER_DEAD_SECONDS = env_float("SWITCHYARD_WORKER_DEAD_SECONDS", 45.0, minimum=1.0)
+# Modules whose @switchyard_callable functions python tasks may run.
+SWITCHYARD_CALLABLE_MODULES = env_list("SWITCHYARD_CALLABLE_MODULES", ["jobs.builtin_callables"])
+# Run commands inside bubblewrap (read-only root, only the working directory writable, no
+# network unless the task allows it) when bwrap is installed. A task can also ask for it.
+SWITCHYARD_BWRAP = env_bool("SWITCHYARD_BWRAP", False)
 # How often the stop check (cancel requests) runs while a command executes.
 SWITCHYARD_STOP_CHECK_SECONDS = env_float("SWITCHYARD_STOP_CHECK_SECONDS", 1.0, minimum=0.05)
 

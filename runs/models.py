@@ -76,6 +76,8 @@ def default_retry_on() -> list[str]:
 
 class TaskKind(models.TextChoices):
     COMMAND = "command", "Command"  # an argv run as a subprocess, never through a shell
+    PYTHON = "python", "Python callable"  # a function registered with @switchyard_callable
+    HTTP = "http", "HTTP request"  # one request; the response is kept
 
 
 class Task(models.Model):

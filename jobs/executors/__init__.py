@@ -50,8 +50,10 @@ def error_truncate(text: str, limit: int | None = None) -> str:
 
 def executor_for(kind: str) -> Callable[[ExecutionContext], Outcome]:
     from jobs.executors.command import command_execute
+    from jobs.executors.http import http_execute
+    from jobs.executors.python import python_execute
 
-    executors = {"command": command_execute}
+    executors = {"command": command_execute, "python": python_execute, "http": http_execute}
     if kind not in executors:
         raise ValueError(f"no executor for task kind {kind!r}")
     return executors[kind]

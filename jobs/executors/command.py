@@ -16,7 +16,9 @@ import ctypes
 import ctypes.util
 import json
 import os
+import resource
 import selectors
+import shutil
 import signal
 import subprocess
 import time
@@ -34,9 +36,49 @@ _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True
 _prctl = _libc.prctl
 
 
-def _child_setup() -> None:
-    # Runs in the child between fork and exec. Kept minimal: no imports, no locks.
-    _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+_LIMITS = {
+    "cpu_seconds": (resource.RLIMIT_CPU, 1),
+    "memory_mb": (resource.RLIMIT_AS, 1024 * 1024),
+    "open_files": (resource.RLIMIT_NOFILE, 1),
+    "file_size_mb": (resource.RLIMIT_FSIZE, 1024 * 1024),
+    "processes": (resource.RLIMIT_NPROC, 1),
+}
+
+
+def _child_setup_for(limits: dict[str, int]):
+    """The function run in the child between fork and exec: die with the worker, apply the
+    task's resource limits. Everything is computed beforehand; the child only makes syscalls."""
+    prepared = [(_LIMITS[k][0], v * _LIMITS[k][1]) for k, v in limits.items() if k in _LIMITS]
+
+    def setup() -> None:
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        for which, value in prepared:
+            resource.setrlimit(which, (value, value))
+
+    return setup
+
+
+def sandbox_argv(argv: list[str], ctx: ExecutionContext, spec: dict) -> list[str]:
+    """Wrap argv in bubblewrap when the task or the installation asks for isolation: the root
+    file system read-only, only the working directory writable, private /tmp, no network
+    unless the task allows it, and the sandbox dies with the worker."""
+    wanted = spec.get("isolation") == "bwrap" or settings.SWITCHYARD_BWRAP
+    if not wanted:
+        return argv
+    bwrap = shutil.which("bwrap")
+    if bwrap is None:
+        raise FileNotFoundError(
+            "isolation is enabled but bubblewrap (bwrap) is not installed on this worker; "
+            "install it (apt-get install bubblewrap) or turn isolation off"
+        )
+    workdir = str(ctx.workdir)
+    wrapped = [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
+               "--tmpfs", "/tmp",  # noqa: S108  a private tmpfs inside the sandbox
+               "--bind", workdir, workdir, "--chdir", workdir,
+               "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--die-with-parent"]
+    if not spec.get("network", False):
+        wrapped.append("--unshare-net")
+    return [*wrapped, "--", *argv]
 
 
 def param_text(value: Any) -> str:
@@ -91,13 +133,17 @@ def command_execute(ctx: ExecutionContext) -> Outcome:
     argv = [render(arg, ctx.params) for arg in spec["argv"]]
     (ctx.workdir / "params.json").write_text(json.dumps(ctx.params))
     (ctx.workdir / "params.json").chmod(0o600)
+    for name, template in (spec.get("files") or {}).items():
+        # Inventories, extra-vars...: rendered before the command starts (names validated).
+        (ctx.workdir / name).write_text(render(template, ctx.params))
     env = command_env(ctx, spec)
     log = ctx.log
     shown = mask_secrets(" ".join(repr(a) if " " in a else a for a in argv), ctx.secret_values)
     log.system(f"$ {shown}")
     try:
+        final_argv = sandbox_argv(argv, ctx, spec)
         proc = subprocess.Popen(  # noqa: S603  argv list, no shell
-            argv,
+            final_argv,
             cwd=ctx.workdir,
             env=env,
             stdin=subprocess.DEVNULL,
@@ -105,7 +151,7 @@ def command_execute(ctx: ExecutionContext) -> Outcome:
             stderr=subprocess.PIPE,
             start_new_session=True,
             close_fds=True,
-            preexec_fn=_child_setup,  # noqa: PLW1509  only prctl, see _child_setup
+            preexec_fn=_child_setup_for(spec.get("limits") or {}),
         )
     except (FileNotFoundError, PermissionError, NotADirectoryError, OSError) as exc:
         message = f"Could not start {argv[0]!r}: {exc.strerror or exc}"
@@ -199,8 +245,11 @@ def command_execute(ctx: ExecutionContext) -> Outcome:
             error=ctx.stop_reason or "stopped",
             result=result,
         )
-    if returncode == 0:
-        return Outcome(status=ExecutionStatus.SUCCEEDED, exit_code=0, outcome="success",
+    exit_codes = {int(k): v for k, v in (spec.get("exit_codes") or {}).items()}
+    outcome = exit_codes.get(returncode, "success" if returncode == 0 else "failure")
+    success = spec.get("success_outcomes") or ["success", "changed", "ok"]
+    if outcome in success:
+        return Outcome(status=ExecutionStatus.SUCCEEDED, exit_code=returncode, outcome=outcome,
                        result=result)
     if returncode < 0:
         try:
@@ -210,12 +259,14 @@ def command_execute(ctx: ExecutionContext) -> Outcome:
         headline = f"Killed by {name}"
     else:
         headline = f"Exited with code {returncode}"
+    if outcome != "failure":
+        headline += f" ({outcome})"
     tail = "\n".join(log.stderr_tail)
     error = f"{headline}\n{tail}" if tail else headline
     return Outcome(
         status=ExecutionStatus.FAILED,
         exit_code=returncode,
-        outcome="failure",
+        outcome=outcome,
         error=error_truncate(error),
         result=result,
     )

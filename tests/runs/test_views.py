@@ -622,3 +622,9 @@ def test_the_500_page_renders_without_a_request_context():
     html = loader.get_template("500.html").render()
     assert "Something went wrong on our side" in html
     assert "Log out" not in html
+
+
+def test_a_waiting_execution_says_why(client_for, hello_task, personas):
+    run = launch(hello_task, personas["bob"])  # nothing dispatches it: no worker in this test
+    page = client_for("carol").get(f"/runs/{run.pk}/").content.decode()
+    assert re.search(r'class="notice notice-warning waiting-reason"[^>]*>No worker alive', page)
