@@ -37,3 +37,6 @@ migrations-check: venv
 
 clean:
 	rm -rf var/work var/test-*.sqlite3*
+
+bench: venv
+	$(PY) bench/engine.py

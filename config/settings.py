@@ -202,7 +202,7 @@ Q_CLUSTER = {
     "retry": 31 * 24 * 3600,
     "max_attempts": 1,
     "ack_failures": True,
-    "save_limit": 100,
+    "save_limit": env_int("SWITCHYARD_Q_SAVE_LIMIT", 250, minimum=-1),
     "poll": env_float("SWITCHYARD_Q_POLL", 0.2, minimum=0.01),
     "catch_up": False,
     "recycle": 500,

@@ -83,8 +83,13 @@
     });
   });
 
-  document.addEventListener("htmx:afterSettle", function () {
+  // afterSwap runs in the same task as the swap (out-of-band ones included), before the browser
+  // paints, so swapped-in times never flash their UTC text.
+  document.addEventListener("htmx:afterSwap", function () {
     localizeTimes(document);
+  });
+
+  document.addEventListener("htmx:afterSettle", function () {
     document.querySelectorAll(".log").forEach(function (log) {
       trim(log);
       // A log that just appeared (a new execution) opens on its tail like the page does.
