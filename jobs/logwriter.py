@@ -40,8 +40,11 @@ class LogWriter:
         self.max_line = settings.SWITCHYARD_LOG_MAX_LINE
         self.batch_lines = batch_lines or settings.SWITCHYARD_LOG_BATCH_LINES
         self.batch_seconds = batch_seconds or settings.SWITCHYARD_LOG_BATCH_SECONDS
-        last = LogChunk.objects.filter(execution_id=execution_id).aggregate(m=Max("seq"))["m"]
-        self.next_seq = (last or 0) + 1
+        if attempt == 1:
+            self.next_seq = 1  # the first attempt writes the first chunk; no query needed
+        else:
+            last = LogChunk.objects.filter(execution_id=execution_id).aggregate(m=Max("seq"))
+            self.next_seq = (last["m"] or 0) + 1
         # Segments of consecutive same-stream lines, in arrival order.
         self._segments: list[tuple[str, list[str]]] = []
         self._pending = 0

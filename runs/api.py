@@ -42,7 +42,7 @@ def actor_for(request: HttpRequest) -> Actor:
         user=user,
         via="api",
         label=user.get_username(),
-        ip_address=request.META.get("REMOTE_ADDR"),
+        ip_address=request.META.get("REMOTE_ADDR") or None,  # an inet column rejects ''
         user_agent=request.META.get("HTTP_USER_AGENT", ""),
     )
 

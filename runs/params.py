@@ -109,6 +109,8 @@ def _coerce(field: dict, value: Any, *, from_form: bool) -> tuple[Any, str | Non
     if kind in ("string", "text", "secret", "choice"):
         if not isinstance(value, str):
             return None, "must be a string"
+        if "\x00" in value:  # no program argument or database text can hold a NUL byte
+            return None, "must not contain NUL characters"
         if kind == "string" and ("\n" in value or "\r" in value) and from_form:
             # A single-line input cannot produce newlines; normalise pasted CRLF away.
             value = value.replace("\r", "").replace("\n", " ")

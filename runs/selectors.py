@@ -137,7 +137,7 @@ def executions_for_run(run: Run) -> list[Execution]:
                 reason = execution.waiting_reason
             if not alive:
                 reason = (f"{reason}; " if reason else "") + "no worker alive: start one with " \
-                    "`manage.py qcluster`"
+                    "manage.py qcluster"
         execution.why_waiting = reason
     return executions
 
@@ -166,7 +166,7 @@ def cursor_decode(cursor: str | None) -> int | None:
         if kind != "id":
             raise ValueError
         number = int(value)
-        if number < 0:
+        if not 0 <= number < 2**63:  # a bigint; larger would overflow in the database
             raise ValueError
         return number
     except (ValueError, binascii.Error, UnicodeError):

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -124,8 +124,7 @@ def event_append(
     database write lock), so concurrent writers get consecutive seqs and a later seq never
     commits before an earlier one becomes visible to a reader that already saw the later one.
     """
-    Run.objects.filter(pk=run_id).update(last_event_seq=F("last_event_seq") + 1)
-    seq = Run.objects.filter(pk=run_id).values_list("last_event_seq", flat=True).get()
+    seq = _next_event_seq(run_id)
     return Event.objects.create(
         run_id=run_id,
         seq=seq,
@@ -136,6 +135,21 @@ def event_append(
         actor=actor.label if actor.is_human else "",
         created_at=now,
     )
+
+
+def _next_event_seq(run_id: int) -> int:
+    # One round trip: PostgreSQL and SQLite (3.35+) both support UPDATE ... RETURNING.
+    table = connection.ops.quote_name(Run._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET last_event_seq = last_event_seq + 1 "  # noqa: S608  no input
+            "WHERE id = %s RETURNING last_event_seq",
+            [run_id],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        raise NotFound(f"Run {run_id} does not exist.")
+    return row[0]
 
 
 def audit_write(
@@ -174,10 +188,11 @@ def _lock_run(run_id: int) -> Run:
 
 
 def _lock_execution(execution_id: int) -> tuple[Run, Execution]:
-    run_id = Execution.objects.filter(pk=execution_id).values_list("run_id", flat=True).first()
-    if run_id is None:
+    # Lock the run row first (found through the execution, locking only the run), then the
+    # execution: the order every transition uses.
+    run = Run.objects.select_for_update(of=("self",)).filter(executions__id=execution_id).first()
+    if run is None:
         raise NotFound(f"Execution {execution_id} does not exist.")
-    run = _lock_run(run_id)
     execution = Execution.objects.select_for_update().get(pk=execution_id)
     return run, execution
 
@@ -365,8 +380,9 @@ def execution_queue(*, execution_id: int, now: datetime | None = None) -> bool:
                 execution.waiting_reason = blocked
                 execution.save(update_fields=["waiting_reason"])
             return False
-        execution.waiting_reason = ""
-        execution.save(update_fields=["waiting_reason"])
+        if execution.waiting_reason:
+            execution.waiting_reason = ""
+            execution.save(update_fields=["waiting_reason"])
         _execution_move(run, execution, E.QUEUED, reason="", actor=SYSTEM, now=now,
                         message=f"{execution.name}: queued for a worker.")
         async_task(

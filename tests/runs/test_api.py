@@ -201,3 +201,21 @@ def test_openapi_and_docs_are_served(client):
     assert "/api/projects/{project}/tasks/{task}/runs" in paths
     assert "/api/runs/{run_id}/events" in paths
     assert client.get("/api/docs").status_code == 200
+
+
+def test_a_nul_character_in_a_parameter_is_a_field_error(api_for, hello_task):
+    response = api_for("bob").post(LAUNCH, {"params": {"name": "a\x00b"}})
+    assert response.status_code == 422
+    assert "NUL" in _error(response)["fields"]["name"][0]
+
+
+def test_a_cursor_beyond_bigint_is_400(api_for, hello_task):
+    import base64
+
+    cursor = base64.urlsafe_b64encode(b"id:99999999999999999999").decode().rstrip("=")
+    assert api_for("carol").get(f"/api/runs?cursor={cursor}").status_code == 400
+
+
+@pytest.mark.parametrize("run_id", ["99999999999999999999", "0"])
+def test_huge_or_zero_run_ids_are_404(api_for, hello_task, run_id):
+    assert api_for("carol").get(f"/api/runs/{run_id}").status_code == 404
