@@ -3,11 +3,12 @@
     make bench                      # PostgreSQL on 127.0.0.1 (database switchyard_bench)
     BENCH_N=1000 BENCH_LOG_LINES=1000000 make bench
 
-1. Raw django-q2: N no-op tasks through a real `qcluster` (ORM broker): tasks/s, and the
-   enqueue -> start latency p50/p99.
-2. Switchyard: N no-op executions (python kind, callable `noop`) launched with full bookkeeping
-   (run, execution, attempt, events, audit, dispatch, claim, heartbeat thread, fenced finish)
-   through the same cluster settings: executions/s and launch -> start latency p50/p99.
+1. Raw django-q2 through a real `qcluster` (ORM broker): throughput = N no-op tasks queued
+   before the cluster starts, from the first start to the last end; latency = enqueue -> start
+   of LATENCY_N tasks sent one every PACE seconds to the running cluster (p50, p99).
+2. Switchyard, measured the same two ways with N no-op executions (python kind, callable
+   `noop`) and full bookkeeping (run, execution, attempt, events, audit, dispatch, claim,
+   heartbeat thread, fenced finish): executions/s and launch -> start latency.
 3. Log ingestion: one command printing BENCH_LOG_LINES lines, executed by the real command
    executor, against a raw psycopg COPY of the same lines into a table of the same shape.
 
@@ -28,6 +29,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 N = int(os.environ.get("BENCH_N", "500"))
+LATENCY_N = int(os.environ.get("BENCH_LATENCY_N", "200"))
+PACE = float(os.environ.get("BENCH_PACE", "0.05"))  # seconds between latency-phase launches
 LOG_LINES = int(os.environ.get("BENCH_LOG_LINES", "1000000"))
 WORKERS = os.environ.get("BENCH_WORKERS", "2")
 POLL = os.environ.get("BENCH_POLL", "0.05")
@@ -53,6 +56,7 @@ ENV = {
     "SWITCHYARD_WORKERS": WORKERS,
     "SWITCHYARD_Q_POLL": POLL,
     "SWITCHYARD_Q_SAVE_LIMIT": "0",
+    "SWITCHYARD_LOG_MAX_BYTES": str(512 * 1024 * 1024),  # measure ingestion, not the cap
     "SWITCHYARD_VAR_DIR": str(ROOT / "var" / "bench"),
     "LOG_LEVEL": "WARNING",
     "DEBUG": "false",
@@ -67,10 +71,17 @@ def _percentile(values: list[float], pct: float) -> float:
     return ordered[index]
 
 
+_clusters = []
+
+
 def _start_cluster() -> subprocess.Popen:
+    log_dir = Path(os.environ["SWITCHYARD_VAR_DIR"])
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log = open(log_dir / f"qcluster-{len(_clusters)}.log", "w")  # noqa: SIM115
+    _clusters.append(log)
     return subprocess.Popen(  # noqa: S603
         [sys.executable, "manage.py", "qcluster"], cwd=ROOT, env={**os.environ},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=log, stderr=subprocess.STDOUT,
     )
 
 
@@ -90,31 +101,46 @@ def _wait(condition, timeout: float = 600) -> None:
         time.sleep(0.05)
 
 
+def _drain_window(starts, stops) -> float:
+    return max(stops).timestamp() - min(starts).timestamp()
+
+
 def bench_raw_q2() -> dict:
+    """Throughput: N tasks enqueued before the cluster starts, measured from the first task's
+    start to the last one's end. Latency: LATENCY_N tasks enqueued one by one at a steady
+    pace into a running cluster, enqueue -> start."""
+    from django_q.models import OrmQ
     from django_q.models import Task as QTask
     from django_q.tasks import async_task
 
     QTask.objects.all().delete()
+    OrmQ.objects.all().delete()
+    for _ in range(N):
+        async_task("bench.tasks.raw_noop", time.time())
     cluster = _start_cluster()
     try:
-        time.sleep(3)  # let the cluster's processes come up before the clock starts
-        started = time.time()
-        for _ in range(N):
-            async_task("bench.tasks.raw_noop", time.time())
         _wait(lambda: QTask.objects.count() >= N)
-        finished = max(QTask.objects.values_list("stopped", flat=True)).timestamp()
+        rows = list(QTask.objects.values_list("started", "stopped"))
+        per_second = N / _drain_window([r[0] for r in rows], [r[1] for r in rows])
+        QTask.objects.all().delete()
+        for _ in range(LATENCY_N):
+            async_task("bench.tasks.raw_noop", time.time())
+            time.sleep(PACE)
+        _wait(lambda: QTask.objects.count() >= LATENCY_N)
     finally:
         _stop_cluster(cluster)
     latencies = [t.result - t.args[0] for t in QTask.objects.all()]
     return {
         "tasks": N,
-        "per_second": N / (finished - started),
+        "per_second": per_second,
         "latency_p50_ms": _percentile(latencies, 50) * 1000,
         "latency_p99_ms": _percentile(latencies, 99) * 1000,
     }
 
 
 def bench_switchyard() -> dict:
+    """The same two measurements with Switchyard runs of a python no-op task: launch (run,
+    execution, events, audit, dispatch), claim, attempt, heartbeat thread, fenced finish."""
     from runs.models import Attempt, Project, Run, Task
     from runs.services import run_launch
     from runs.transitions import Actor
@@ -126,19 +152,22 @@ def bench_switchyard() -> dict:
                   "params_schema": []},
     )
     actor = Actor(via="api", label="bench")
+    backlog = [run_launch(task=task, raw_params={}, actor=actor, trigger="api")[0].pk
+               for _ in range(N)]
     cluster = _start_cluster()
     launched: dict[int, float] = {}
     try:
-        time.sleep(3)
-        started = time.time()
-        for _ in range(N):
+        _wait(lambda: Run.objects.filter(pk__in=backlog, status="succeeded").count() >= N)
+        spans = list(Attempt.objects.filter(execution__run_id__in=backlog)
+                     .values_list("started_at", "finished_at"))
+        per_second = N / _drain_window([s[0] for s in spans], [s[1] for s in spans])
+        for _ in range(LATENCY_N):
             t0 = time.time()
             run, _ = run_launch(task=task, raw_params={}, actor=actor, trigger="api")
             launched[run.pk] = t0
+            time.sleep(PACE)
         _wait(lambda: Run.objects.filter(pk__in=list(launched), status="succeeded").count()
-              >= N)
-        finished = max(Run.objects.filter(pk__in=list(launched))
-                       .values_list("finished_at", flat=True)).timestamp()
+              >= LATENCY_N)
     finally:
         _stop_cluster(cluster)
     latencies = [
@@ -149,7 +178,7 @@ def bench_switchyard() -> dict:
     ]
     return {
         "executions": N,
-        "per_second": N / (finished - started),
+        "per_second": per_second,
         "latency_p50_ms": _percentile(latencies, 50) * 1000,
         "latency_p99_ms": _percentile(latencies, 99) * 1000,
     }

@@ -4,14 +4,23 @@
 A chunk holds consecutive lines of one stream; `seq` is allocated in memory because an execution
 has one writer at a time (the holder of the current attempt). Output past the per-execution cap
 is dropped with one visible notice; over-long lines are cut with a marker.
+
+In a worker (autocommit) the INSERTs run on a background thread with its own connection, so
+reading the process's output and writing to the database overlap; a small bounded queue keeps
+memory flat and slows the reader when the database falls behind. Inside a transaction (tests,
+callers holding one) rows written by another connection could not see the execution row, so
+the writes happen inline.
 """
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
 from collections import deque
 
 from django.conf import settings
+from django.db import connection
 from django.db.models import Max
 from django.utils import timezone
 
@@ -53,6 +62,10 @@ class LogWriter:
         self.lines_written = 0
         self.truncated = False
         self.stderr_tail: deque[str] = deque(maxlen=tail_lines)
+        self._threaded = not connection.in_atomic_block
+        self._queue: queue.Queue[list[LogChunk] | None] = queue.Queue(maxsize=4)
+        self._writer: threading.Thread | None = None
+        self._writer_error: BaseException | None = None
 
     def add(self, stream: str, line: str) -> None:
         """Buffer one line (without its newline); flushes when the batch is full."""
@@ -76,6 +89,33 @@ class LogWriter:
             return
         self.bytes_written += size
         self._append(stream, line)
+        if self._pending >= self.batch_lines:
+            self.flush()
+
+    def add_lines(self, stream: str, lines: list[str]) -> None:
+        """Buffer many lines of one stream at once: the fast path for bulk output, with the
+        same cap, cut and masking rules as add(), applied per block instead of per line."""
+        if not lines:
+            return
+        if self.truncated or max(map(len, lines)) > self.max_line:
+            for line in lines:
+                self.add(stream, line)
+            return
+        if self.secret_values:
+            lines = mask_secrets("\n".join(lines), self.secret_values).split("\n")
+        if stream == LogStream.STDERR:
+            self.stderr_tail.extend(lines[-self.stderr_tail.maxlen:])
+        size = sum(map(len, lines)) + len(lines)
+        if self.bytes_written + size > self.max_bytes:
+            for line in lines:  # the slow path finds the exact line where the cap falls
+                self.add(stream, line)
+            return
+        self.bytes_written += size
+        if self._segments and self._segments[-1][0] == stream:
+            self._segments[-1][1].extend(lines)
+        else:
+            self._segments.append((stream, list(lines)))
+        self._pending += len(lines)
         if self._pending >= self.batch_lines:
             self.flush()
 
@@ -115,6 +155,39 @@ class LogWriter:
             )
             self.next_seq += 1
             self.lines_written += len(lines)
-        LogChunk.objects.bulk_create(rows)
         self._segments = []
         self._pending = 0
+        if not self._threaded:
+            LogChunk.objects.bulk_create(rows)
+            return
+        if self._writer_error is not None:
+            raise self._writer_error
+        if self._writer is None:
+            self._writer = threading.Thread(target=self._write_loop, daemon=True,
+                                            name=f"logwriter-{self.execution_id}")
+            self._writer.start()
+        self._queue.put(rows)
+
+    def _write_loop(self) -> None:
+        try:
+            while True:
+                rows = self._queue.get()
+                if rows is None:
+                    return
+                if self._writer_error is None:
+                    try:
+                        LogChunk.objects.bulk_create(rows)
+                    except BaseException as exc:  # reported by close(); keep draining
+                        self._writer_error = exc
+        finally:
+            connection.close()
+
+    def close(self) -> None:
+        """Flush what is buffered and wait until every chunk is stored."""
+        self.flush()
+        if self._writer is not None:
+            self._queue.put(None)
+            self._writer.join()
+            self._writer = None
+        if self._writer_error is not None:
+            raise self._writer_error

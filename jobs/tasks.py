@@ -115,7 +115,7 @@ def execution_run(execution_id: int) -> str:
         heartbeat.done.set()
         heartbeat.join(timeout=10)
         try:
-            log.flush()
+            log.close()  # every line is stored before the attempt is reported finished
         finally:
             if not settings.SWITCHYARD_KEEP_WORKDIRS:
                 shutil.rmtree(workdir, ignore_errors=True)

@@ -1,10 +1,20 @@
-"""The staff back office: every model registered; events and the audit log are read-only."""
+"""The staff back office: every model registered; events and the audit log are read-only.
+
+Runs and executions are never edited here: their status moves only through `runs.transitions`,
+which the admin actions (cancel, pause, resume) call one object at a time, like the pages and
+the API do, so each move is locked, checked, and written with its event and audit row.
+"""
 
 from __future__ import annotations
 
-from django.contrib import admin
+from collections.abc import Callable, Iterable
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
 from django.utils.html import format_html
 
+from runs.errors import ApplicationError
 from runs.models import (
     ApiToken,
     Attempt,
@@ -17,6 +27,79 @@ from runs.models import (
     Run,
     Task,
 )
+from runs.transitions import Actor, execution_cancel, run_cancel, run_pause, run_resume
+
+# One warning per refused object up to this many; the rest are counted in one more line, so
+# selecting a thousand ended runs does not bury the page in messages.
+MAX_REFUSALS_LISTED = 20
+MAX_IDS_LISTED = 30
+
+
+def admin_actor(request: HttpRequest) -> Actor:
+    """The Actor for audit rows of admin actions: the staff user, via admin."""
+    return Actor(
+        user=request.user,
+        via="admin",
+        label=request.user.get_username(),
+        # Some servers leave REMOTE_ADDR empty, which an inet column rejects: store no address.
+        ip_address=request.META.get("REMOTE_ADDR") or None,
+        user_agent=request.META.get("HTTP_USER_AGENT", ""),
+    )
+
+
+def _count(labels: list[str], noun: str) -> str:
+    return f"{len(labels)} {noun}{'' if len(labels) == 1 else 's'}"
+
+
+def _ids_text(labels: list[str]) -> str:
+    shown = ", ".join(labels[:MAX_IDS_LISTED])
+    more = len(labels) - MAX_IDS_LISTED
+    return shown + (f" and {more} more" if more > 0 else "")
+
+
+def apply_to_each(
+    model_admin: admin.ModelAdmin,
+    request: HttpRequest,
+    targets: Iterable[tuple[int, str]],
+    move: Callable[[int, Actor], str],
+    *,
+    verb: str,
+    noun: str,
+    refused_text: str,
+) -> None:
+    """Apply `move(pk, actor)` to each (pk, label) target in its own transaction, and report.
+
+    `move` returns "done" or another outcome word ("stopping": asked to stop, not ended yet).
+    A refusal (the object ended or changed since the list was drawn) is a warning naming the
+    object and the reason, never an error page; the other objects are still moved.
+    """
+    actor = admin_actor(request)
+    outcomes: dict[str, list[str]] = {}
+    refusals: list[str] = []
+    for pk, label in targets:
+        try:
+            outcomes.setdefault(move(pk, actor), []).append(label)
+        except ApplicationError as exc:  # TransitionNotAllowed, or NotFound if deleted since
+            refusals.append(f"{label} {refused_text}: {exc.message}")
+    if outcomes.get("done"):
+        labels = outcomes["done"]
+        model_admin.message_user(
+            request, f"{verb} {_count(labels, noun)}: {_ids_text(labels)}.", messages.SUCCESS)
+    if outcomes.get("stopping"):
+        labels = outcomes["stopping"]
+        model_admin.message_user(
+            request,
+            f"Stop requested for {_count(labels, noun)} still running: {_ids_text(labels)}. "
+            f"{'They end' if len(labels) > 1 else 'It ends'} cancelled once the processes "
+            "have stopped.",
+            messages.SUCCESS,
+        )
+    for text in refusals[:MAX_REFUSALS_LISTED]:
+        model_admin.message_user(request, text, messages.WARNING)
+    if len(refusals) > MAX_REFUSALS_LISTED:
+        model_admin.message_user(
+            request, f"{len(refusals) - MAX_REFUSALS_LISTED} more were refused for the same "
+            "kinds of reasons; filter the list by status to see them.", messages.WARNING)
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -91,9 +174,41 @@ class RunAdmin(admin.ModelAdmin):
                        "finished_at", "last_event_seq", "page_link"]
     exclude = ["secret_params"]
     inlines = [ExecutionInline]
+    actions = ["cancel_runs", "pause_runs", "resume_runs"]
 
     def has_add_permission(self, request, obj=None) -> bool:
         return False
+
+    @staticmethod
+    def _targets(queryset: QuerySet[Run]) -> list[tuple[int, str]]:
+        # Ids only: the rows are locked and re-read by each transition anyway.
+        return [(pk, f"Run #{pk}") for pk in queryset.order_by("pk").values_list("pk", flat=True)]
+
+    @admin.action(description="Cancel selected runs", permissions=["change"])
+    def cancel_runs(self, request: HttpRequest, queryset: QuerySet[Run]) -> None:
+        def move(pk: int, actor: Actor) -> str:
+            return "done" if run_cancel(run_id=pk, actor=actor).is_terminal else "stopping"
+
+        apply_to_each(self, request, self._targets(queryset), move,
+                      verb="Cancelled", noun="run", refused_text="not cancelled")
+
+    @admin.action(description="Pause selected runs", permissions=["change"])
+    def pause_runs(self, request: HttpRequest, queryset: QuerySet[Run]) -> None:
+        def move(pk: int, actor: Actor) -> str:
+            run_pause(run_id=pk, actor=actor)
+            return "done"
+
+        apply_to_each(self, request, self._targets(queryset), move,
+                      verb="Paused", noun="run", refused_text="not paused")
+
+    @admin.action(description="Resume selected runs", permissions=["change"])
+    def resume_runs(self, request: HttpRequest, queryset: QuerySet[Run]) -> None:
+        def move(pk: int, actor: Actor) -> str:
+            run_resume(run_id=pk, actor=actor)
+            return "done"
+
+        apply_to_each(self, request, self._targets(queryset), move,
+                      verb="Resumed", noun="run", refused_text="not resumed")
 
     @admin.display(description="Run page")
     def page_link(self, obj: Run) -> str:
@@ -120,9 +235,24 @@ class ExecutionAdmin(admin.ModelAdmin):
     list_select_related = ["run"]
     readonly_fields = [f.name for f in Execution._meta.fields]
     inlines = [AttemptInline]
+    actions = ["cancel_executions"]
 
     def has_add_permission(self, request, obj=None) -> bool:
         return False
+
+    @admin.action(description="Cancel selected executions", permissions=["change"])
+    def cancel_executions(self, request: HttpRequest, queryset: QuerySet[Execution]) -> None:
+        targets = [
+            (pk, f"Execution #{pk} ({name}) of run #{run_id}")
+            for pk, name, run_id in queryset.order_by("pk").values_list("pk", "name", "run_id")
+        ]
+
+        def move(pk: int, actor: Actor) -> str:
+            done = execution_cancel(execution_id=pk, actor=actor)
+            return "done" if done.is_terminal else "stopping"
+
+        apply_to_each(self, request, targets, move,
+                      verb="Cancelled", noun="execution", refused_text="not cancelled")
 
 
 @admin.register(Attempt)

@@ -158,3 +158,20 @@ def run_filters_parse(query: Mapping[str, Any]) -> tuple[RunFilters, dict[str, s
     for name, messages in filters.errors().items():
         errors.setdefault(name, []).extend(messages)
     return filters, raw, errors
+
+
+# runs.transitions stores "cancelled by <username>: <reason>" in Execution.cancel_reason, a
+# varchar(300) that PostgreSQL enforces (a longer value is a 500). Usernames may have 150
+# characters and the prefix adds 15, which leaves 135: keep the reason within that.
+REASON_MAX_LENGTH = 120
+
+
+def control_reason(data: Mapping[str, Any]) -> tuple[str, str]:
+    """(the optional reason of a run control, an error message or '') from a submitted form."""
+    reason = str(data.get("reason", "") or "").strip()
+    if "\x00" in reason:
+        return "", f"The reason {NUL_MESSAGE} and try again."
+    if len(reason) > REASON_MAX_LENGTH:
+        return "", (f"The reason is {len(reason)} characters long; shorten it to "
+                    f"{REASON_MAX_LENGTH} or fewer and try again.")
+    return reason, ""

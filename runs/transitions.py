@@ -100,6 +100,7 @@ SYSTEM = Actor()
 
 
 def _check(kind: str, current: str, to: str, allowed: dict[str, frozenset[str]]) -> None:
+    current, to = str(current), str(to)  # plain values in messages, not enum reprs
     if to not in allowed.get(current, frozenset()):
         permitted = ", ".join(sorted(allowed.get(current, ()))) or "nothing (it has ended)"
         raise TransitionNotAllowed(
@@ -664,7 +665,9 @@ def execution_cancel(*, execution_id: int, actor: Actor, reason: str = "",
 
 def _cancel_text(actor: Actor, reason: str) -> str:
     who = actor.label if actor.is_human else "Switchyard"
-    return f"cancelled by {who}" + (f": {reason}" if reason else "")
+    text = f"cancelled by {who}" + (f": {reason}" if reason else "")
+    # Bounded by Execution.cancel_reason; the full reason is kept in the audit row.
+    return text if len(text) <= 300 else text[:299] + "…"
 
 
 def _execution_cancel_locked(run: Run, execution: Execution, *, actor: Actor, reason: str,

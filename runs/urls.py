@@ -2,7 +2,7 @@
 
 from django.urls import path, register_converter
 
-from runs import views
+from runs import control_views, views
 
 
 class IdConverter:
@@ -27,6 +27,11 @@ urlpatterns = [
     path("runs/", views.run_list, name="run_list"),
     path("runs/<id:run_id>/", views.run_detail, name="run_detail"),
     path("runs/<id:run_id>/live", views.run_live, name="run_live"),
+    path("runs/<id:run_id>/cancel", control_views.run_cancel, name="run_cancel"),
+    path("runs/<id:run_id>/pause", control_views.run_pause, name="run_pause"),
+    path("runs/<id:run_id>/resume", control_views.run_resume, name="run_resume"),
+    path("executions/<id:execution_id>/cancel", control_views.execution_cancel,
+         name="execution_cancel"),
     path(
         "runs/<id:run_id>/executions/<id:execution_id>/log.txt",
         views.execution_log,

@@ -4,7 +4,8 @@ Views are thin: visibility and reads go through `runs.selectors`, launching thro
 `runs.services.run_launch`. Domain errors become HTTP here: NotFound -> 404 (outsiders never learn
 that something exists), Forbidden -> 403, any other ApplicationError -> 400 with its message.
 A view renders the full page, or only a `partials/` fragment when htmx asks for it; the live
-poll of the run page reuses the same partials as the page itself.
+poll of the run page reuses the same partials as the page itself. The run controls' POST
+views are in `runs.control_views`; which controls the page shows is decided here.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from django_htmx.http import HttpResponseClientRedirect
 from runs import selectors
 from runs.errors import ApplicationError, Conflict, Forbidden, InvalidInput, NotFound
 from runs.forms import (
+    REASON_MAX_LENGTH,
     launch_values,
     nul_errors,
     param_fields,
@@ -46,6 +48,7 @@ from runs.forms import (
 )
 from runs.models import (
     Execution,
+    ExecutionStatus,
     LogChunk,
     LogStream,
     Membership,
@@ -509,8 +512,55 @@ def _execution_view(execution: Execution, log: LogTail, now) -> ExecutionView:
     )
 
 
-def _run_context(request: HttpRequest, run: Run) -> dict[str, Any]:
-    """What the run header shows; shared by the page and every live poll."""
+@dataclass(frozen=True)
+class RunControls:
+    """Which run controls the page offers this user right now.
+
+    `state` names what is shown. The page sends it back with every poll and the poll re-sends
+    the controls only when it changed: replacing them every second would wipe a cancel reason
+    while it is being typed and move keyboard focus.
+    """
+
+    allowed: bool = False  # operator or above: may control this run at all
+    pause: bool = False
+    resume: bool = False
+    cancel: bool = False
+    stopping: bool = False  # every execution left has been asked to stop; nothing to add
+    reason_max_length = REASON_MAX_LENGTH  # for the cancel form's maxlength
+
+    @property
+    def state(self) -> str:
+        shown = [name for name in ("pause", "resume", "cancel", "stopping") if getattr(self, name)]
+        return "-".join(shown) or "none"
+
+    @property
+    def visible(self) -> bool:
+        return self.state != "none"
+
+
+def run_controls(run: Run, executions: list[Execution], role: str | None) -> RunControls:
+    """The controls for a user with `role`, from the run and its already loaded executions."""
+    if role is None or Role.rank(role) < Role.rank(Role.OPERATOR):
+        return RunControls()
+    if run.is_terminal:
+        return RunControls(allowed=True)
+    left = [e for e in executions if not e.is_terminal]
+    # A second cancel would only repeat the stop requests, so show that they are pending.
+    stopping = bool(left) and all(
+        e.status == ExecutionStatus.RUNNING and e.cancel_requested_at for e in left
+    )
+    if stopping:
+        return RunControls(allowed=True, stopping=True)
+    return RunControls(
+        allowed=True,
+        pause=run.status in (RunStatus.QUEUED, RunStatus.RUNNING),
+        resume=run.status == RunStatus.PAUSED,
+        cancel=True,
+    )
+
+
+def _run_context(request: HttpRequest, run: Run, executions: list[Execution]) -> dict[str, Any]:
+    """What the run header and controls show; shared by the page and every live poll."""
     role = selectors.role_of(request.user, run.project)
     schema = run.task_snapshot.get("params_schema", [])
     secret = {d.get("name") for d in schema if d.get("type") == "secret"}
@@ -531,6 +581,7 @@ def _run_context(request: HttpRequest, run: Run) -> dict[str, Any]:
         "run": run,
         "duration": duration_text(run.duration),
         "relaunch_url": relaunch_url,
+        "controls": run_controls(run, executions, role),
     }
 
 
@@ -555,7 +606,7 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
         request,
         "runs/run_detail.html",
         {
-            **_run_context(request, run),
+            **_run_context(request, run, executions),
             "executions": [_execution_view(e, tails[e.pk], now) for e in executions],
             "events": events,
             "params": sorted(run.params.items()),
@@ -585,7 +636,8 @@ def _log_cursors(values: list[str]) -> dict[int, int]:
 @page
 def run_live(request: HttpRequest, run_id: int) -> HttpResponse:
     """One poll of the run page: the new events and log lines after the cursors, appended with
-    out-of-band swaps, a refreshed header and execution summaries, and the next poller.
+    out-of-band swaps, a refreshed header and execution summaries, the run controls when they
+    differ from the ones the page shows (`shown`), and the next poller.
 
     The poller stops (no hx-trigger) once the run has ended and everything was delivered.
     """
@@ -611,11 +663,15 @@ def run_live(request: HttpRequest, run_id: int) -> HttpResponse:
     )
     next_cursors = {e.pk: tails[e.pk].last_seq for e in executions}
     views = [_execution_view(e, tails[e.pk], now) for e in executions]
+    context = _run_context(request, run, executions)
+    controls: RunControls = context["controls"]
     return render(
         request,
         "runs/partials/run_live.html",
         {
-            **_run_context(request, run),
+            **context,
+            # `shown` is the state of the controls on the page (see RunControls).
+            "controls_changed": controls.allowed and request.GET.get("shown") != controls.state,
             "updated": [v for v in views if v.execution.pk in cursors],
             "fresh": [v for v in views if v.execution.pk not in cursors],
             "events": events,
@@ -650,4 +706,3 @@ def execution_log(request: HttpRequest, run_id: int, execution_id: int) -> Strea
     filename = f"run-{run.pk}-{execution.name}.log".replace('"', "")
     response["Content-Disposition"] = f'inline; filename="{filename}"'
     return response
-

@@ -185,10 +185,15 @@ def command_execute(ctx: ExecutionContext) -> Outcome:
                     partial[stream] = b""
                 continue
             buffer = partial[stream] + data
-            lines = buffer.split(b"\n")
-            partial[stream] = lines.pop()
-            for line in lines:
-                emit(stream, line)
+            cut = buffer.rfind(b"\n")
+            if cut >= 0:
+                # Decode the complete lines of this read in one go (a UTF-8 sequence split
+                # across reads stays in `partial` until its end arrives).
+                text = buffer[:cut].decode("utf-8", errors="replace")
+                partial[stream] = buffer[cut + 1 :]
+                log.add_lines(stream, text.replace("\r\n", "\n").split("\n"))
+            else:
+                partial[stream] = buffer
             if len(partial[stream]) > max_partial:  # a huge line without newline
                 emit(stream, partial[stream])
                 partial[stream] = b""

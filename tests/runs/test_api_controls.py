@@ -55,3 +55,14 @@ def test_a_viewer_gets_403_and_an_outsider_404(api_for, run, action):
 def test_an_overlong_reason_is_422(api_for, run):
     response = api_for("bob").post(f"/api/runs/{run.pk}/cancel", {"reason": "x" * 301})
     assert response.status_code == 422
+
+
+def test_a_maximal_reason_with_a_long_username_is_stored_cut_not_a_500(api_for, run,
+                                                                       personas):
+    personas["bob"].username = "b" * 150
+    personas["bob"].save()
+    response = api_for("bob").post(f"/api/runs/{run.pk}/cancel", {"reason": "r" * 300})
+    assert response.status_code == 200
+    execution = run.executions.get()
+    assert len(execution.cancel_reason) <= 300
+    assert execution.cancel_reason.endswith("…")

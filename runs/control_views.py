@@ -1,0 +1,149 @@
+"""The run controls of the pages: cancel, pause and resume a run, cancel one execution.
+
+Each is a plain POST form that works without JavaScript: POST, then 303 to the run page with a
+flash message. With htmx the form asks for confirmation first and gets HX-Redirect to that page.
+The state change itself is `runs.transitions`' (lock, ALLOWED table, event and audit row); which
+controls a page shows is `runs.views.run_controls`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+from django.contrib import messages
+from django.http import HttpRequest, HttpResponseBase, HttpResponseRedirect
+from django.urls import reverse
+from django.views.decorators.http import require_POST
+from django_htmx.http import HttpResponseClientRedirect
+
+from runs import selectors, transitions
+from runs.errors import Conflict, Forbidden
+from runs.forms import control_reason
+from runs.models import Role
+from runs.views import View, actor_for, page
+
+
+class HttpResponseSeeOther(HttpResponseRedirect):
+    """303: after a POST the browser GETs the run page, and a reload does not post again."""
+
+    status_code = 303
+
+
+def _to_page(request: HttpRequest, url: str, *, status: int = 200) -> HttpResponseBase:
+    # htmx would follow a plain redirect inside its request and swap the whole page into the
+    # form; HX-Redirect makes the browser load the page itself.
+    if request.htmx:
+        response = HttpResponseClientRedirect(url)
+        response.status_code = status
+        return response
+    return HttpResponseSeeOther(url)
+
+
+def control(view: View) -> View:
+    """A run control: POST only (GET is a 405), login and domain errors as for pages.
+
+    A member below operator gets 403. Under htmx a 403 body would never be shown, so the
+    refusal goes back to the page the form was on as a flash message (still with status 403).
+    """
+
+    @require_POST
+    @page
+    @wraps(view)
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        try:
+            return view(request, *args, **kwargs)
+        except Forbidden as exc:
+            current = request.htmx.current_url_abs_path if request.htmx else None
+            if not current:
+                raise
+            messages.error(request, exc.message)
+            return _to_page(request, current, status=403)
+
+    return wrapper
+
+
+def _control_apply(request: HttpRequest, run_id: int, move: Callable[[], str]) -> HttpResponseBase:
+    """Apply `move` (which returns the success message) and go back to the run page.
+
+    A refused move (TransitionNotAllowed, a Conflict: the run ended or changed since the page
+    was drawn) is the normal outcome of a race with a worker or another person, so it is a
+    message on the page, not an error page.
+    """
+    try:
+        messages.success(request, move())
+    except Conflict as exc:
+        messages.error(request, exc.message)
+    return _to_page(request, reverse("run_detail", args=[run_id]))
+
+
+def _reason_refused(request: HttpRequest, run_id: int, problem: str) -> HttpResponseBase:
+    messages.error(request, problem)
+    return _to_page(request, reverse("run_detail", args=[run_id]))
+
+
+@control
+def run_cancel(request: HttpRequest, run_id: int) -> HttpResponseBase:
+    """Cancel the run, with an optional reason: executions not started end at once, running
+    ones are asked to stop."""
+    run = selectors.run_get(request.user, run_id, minimum=Role.OPERATOR)
+    reason, problem = control_reason(request.POST)
+    if problem:
+        return _reason_refused(request, run.pk, problem)
+
+    def move() -> str:
+        done = transitions.run_cancel(run_id=run.pk, actor=actor_for(request), reason=reason)
+        if done.is_terminal:
+            return f"Run #{run.pk} cancelled."
+        return (f"Cancel requested for run #{run.pk}: its running executions are being "
+                "stopped, and the run ends cancelled once they have.")
+
+    return _control_apply(request, run.pk, move)
+
+
+@control
+def run_pause(request: HttpRequest, run_id: int) -> HttpResponseBase:
+    """Pause the run: nothing new starts; running executions finish."""
+    run = selectors.run_get(request.user, run_id, minimum=Role.OPERATOR)
+
+    def move() -> str:
+        transitions.run_pause(run_id=run.pk, actor=actor_for(request))
+        return (f"Run #{run.pk} paused: no new executions start until it is resumed; running "
+                "ones finish.")
+
+    return _control_apply(request, run.pk, move)
+
+
+@control
+def run_resume(request: HttpRequest, run_id: int) -> HttpResponseBase:
+    """Resume a paused run."""
+    run = selectors.run_get(request.user, run_id, minimum=Role.OPERATOR)
+
+    def move() -> str:
+        transitions.run_resume(run_id=run.pk, actor=actor_for(request))
+        return f"Run #{run.pk} resumed."
+
+    return _control_apply(request, run.pk, move)
+
+
+@control
+def execution_cancel(request: HttpRequest, execution_id: int) -> HttpResponseBase:
+    """Cancel one execution: at once if it has not started, else a stop request its worker
+    picks up within a second or two."""
+    execution = selectors.execution_get(request.user, execution_id)  # outsiders: 404
+    selectors.require_role(request.user, execution.run.project, Role.OPERATOR)
+    run_id = execution.run_id
+    reason, problem = control_reason(request.POST)
+    if problem:
+        return _reason_refused(request, run_id, problem)
+
+    def move() -> str:
+        done = transitions.execution_cancel(execution_id=execution.pk,
+                                            actor=actor_for(request), reason=reason)
+        if done.is_terminal:
+            return f"Execution {done.name} of run #{run_id} cancelled."
+        return (f"Stop requested for execution {done.name} of run #{run_id}: its worker "
+                "terminates it within a few seconds.")
+
+    return _control_apply(request, run_id, move)

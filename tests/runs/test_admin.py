@@ -1,0 +1,221 @@
+"""The staff back office: run and execution controls as admin actions, and history that nobody
+adds to, changes or deletes, superusers included.
+
+The actions are driven the way a browser drives them: a POST of the changelist form with
+`action` and `_selected_action`.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+
+import pytest
+from django.contrib.auth.models import Permission
+from django.test import Client
+
+from runs.models import AuditLog, Event, Execution, ExecutionStatus, Run, RunStatus, Trigger
+from runs.services import run_launch
+from runs.transitions import SYSTEM, Actor, execution_claim, execution_queue, run_cancel
+from tests.factories import UserFactory
+
+pytestmark = pytest.mark.django_db
+
+RUNS = "/admin/runs/run/"
+EXECUTIONS = "/admin/runs/execution/"
+
+
+@pytest.fixture
+def root() -> Client:
+    """A staff superuser, logged in."""
+    client = Client()
+    client.force_login(UserFactory(username="root", is_staff=True, is_superuser=True))
+    return client
+
+
+@pytest.fixture
+def launch(hello_task, personas):
+    def make() -> Run:
+        run, _ = run_launch(task=hello_task, raw_params={"name": "Ada"},
+                            actor=Actor(user=personas["bob"], via="ui", label="bob"),
+                            trigger=Trigger.UI)
+        return run
+
+    return make
+
+
+def start(run: Run) -> Execution:
+    execution = run.executions.get()
+    assert execution_queue(execution_id=execution.pk)
+    assert execution_claim(execution_id=execution.pk, worker="test-worker") is not None
+    return execution
+
+
+def act(client: Client, changelist: str, action: str, ids: list[int]) -> list[tuple[str, str]]:
+    """Run an admin action on `ids` and return the (level, text) messages shown after it."""
+    response = client.post(changelist, {"action": action, "_selected_action": ids},
+                           headers={"User-Agent": "admin-browser"})
+    assert response.status_code == 302, response.content[:500]
+    page = client.get(response["Location"]).content.decode()
+    listed = re.search(r'<ul class="messagelist">(.*?)</ul>', page, re.S)
+    return [(level, html.unescape(text)) for level, text in
+            re.findall(r'<li class="(\w+)">(.*?)</li>', listed.group(1) if listed else "", re.S)]
+
+
+def status_of(run: Run) -> str:
+    return Run.objects.values_list("status", flat=True).get(pk=run.pk)
+
+
+def admin_audits(action: str) -> list[AuditLog]:
+    return list(AuditLog.objects.filter(action=action, via="admin").order_by("object_id"))
+
+
+# --- run actions -------------------------------------------------------------------------------
+
+
+def test_the_run_changelist_offers_the_controls(root, launch):
+    launch()
+    page = root.get(RUNS).content.decode()
+    for value, label in [("cancel_runs", "Cancel selected runs"),
+                         ("pause_runs", "Pause selected runs"),
+                         ("resume_runs", "Resume selected runs")]:
+        assert f'<option value="{value}">{label}</option>' in page
+
+
+def test_cancel_selected_runs_reports_each_success_and_refusal(root, launch):
+    first, second, ended = launch(), launch(), launch()
+    run_cancel(run_id=ended.pk, actor=SYSTEM)
+    shown = act(root, RUNS, "cancel_runs", [first.pk, second.pk, ended.pk])
+    assert ("success", f"Cancelled 2 runs: Run #{first.pk}, Run #{second.pk}.") in shown
+    assert ("warning", f"Run #{ended.pk} not cancelled: Run {ended.pk} has already ended "
+            "(cancelled); nothing to cancel.") in shown
+    assert [status_of(r) for r in (first, second, ended)] == [RunStatus.CANCELLED] * 3
+    audits = admin_audits("run.cancel")
+    assert [a.object_id for a in audits] == [str(first.pk), str(second.pk)]
+    for audit in audits:
+        assert (audit.actor_label, audit.actor.username) == ("root", "root")
+        assert audit.ip_address == "127.0.0.1" and audit.user_agent == "admin-browser"
+
+
+def test_cancelling_a_running_run_from_the_admin_asks_it_to_stop(root, launch):
+    run = launch()
+    execution = start(run)
+    shown = act(root, RUNS, "cancel_runs", [run.pk])
+    assert ("success", f"Stop requested for 1 run still running: Run #{run.pk}. It ends "
+            "cancelled once the processes have stopped.") in shown
+    execution.refresh_from_db()
+    assert execution.cancel_requested_at is not None
+    assert status_of(run) == RunStatus.RUNNING
+    assert len(admin_audits("run.cancel")) == 1
+
+
+def test_pause_and_resume_selected_runs(root, launch):
+    run, other = launch(), launch()
+    shown = act(root, RUNS, "pause_runs", [run.pk, other.pk])
+    assert ("success", f"Paused 2 runs: Run #{run.pk}, Run #{other.pk}.") in shown
+    assert status_of(run) == status_of(other) == RunStatus.PAUSED
+    assert len(admin_audits("run.paused")) == 2
+
+    shown = act(root, RUNS, "pause_runs", [run.pk])
+    [(level, text)] = shown
+    assert level == "warning" and text.startswith(f"Run #{run.pk} not paused: A run cannot go "
+                                                  "from 'paused' to")
+
+    shown = act(root, RUNS, "resume_runs", [run.pk])
+    assert shown == [("success", f"Resumed 1 run: Run #{run.pk}.")]
+    assert status_of(run) == RunStatus.QUEUED
+    assert [a.object_id for a in admin_audits("run.queued")] == [str(run.pk)]
+
+
+def test_resuming_a_run_that_is_not_paused_is_a_warning(root, launch):
+    run = launch()
+    shown = act(root, RUNS, "resume_runs", [run.pk])
+    assert shown == [("warning", f"Run #{run.pk} not resumed: Run {run.pk} is queued, not "
+                      "paused.")]
+    assert status_of(run) == RunStatus.QUEUED
+    assert not AuditLog.objects.filter(via="admin").exists()
+
+
+def test_many_refusals_are_summed_up(root, launch, monkeypatch):
+    monkeypatch.setattr("runs.admin.MAX_REFUSALS_LISTED", 2)
+    runs = [launch() for _ in range(4)]
+    shown = act(root, RUNS, "resume_runs", [r.pk for r in runs])
+    assert [level for level, _ in shown] == ["warning"] * 3
+    assert shown[-1][1].startswith("2 more were refused")
+
+
+def test_a_staff_member_without_change_permission_gets_no_controls(launch):
+    run = launch()
+    viewer = UserFactory(username="auditor", is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_run"))
+    client = Client()
+    client.force_login(viewer)
+    page = client.get(RUNS).content.decode()
+    assert "cancel_runs" not in page
+    client.post(RUNS, {"action": "cancel_runs", "_selected_action": [run.pk]})
+    assert status_of(run) == RunStatus.QUEUED
+
+
+# --- execution action --------------------------------------------------------------------------
+
+
+def test_cancel_selected_executions(root, launch):
+    waiting, running, ended = launch(), launch(), launch()
+    running_execution = start(running)
+    run_cancel(run_id=ended.pk, actor=SYSTEM)
+    ids = [r.executions.get().pk for r in (waiting, running, ended)]
+    shown = act(root, EXECUTIONS, "cancel_executions", ids)
+    name = running_execution.name
+    assert ("success", f"Cancelled 1 execution: Execution #{ids[0]} ({name}) of run "
+            f"#{waiting.pk}.") in shown
+    assert ("success", f"Stop requested for 1 execution still running: Execution #{ids[1]} "
+            f"({name}) of run #{running.pk}. It ends cancelled once the processes have "
+            "stopped.") in shown
+    assert ("warning", f"Execution #{ids[2]} ({name}) of run #{ended.pk} not cancelled: "
+            f"Execution {ids[2]} has already ended (cancelled); nothing to cancel.") in shown
+    assert Execution.objects.get(pk=ids[0]).status == ExecutionStatus.CANCELLED
+    assert status_of(waiting) == RunStatus.CANCELLED
+    assert Execution.objects.get(pk=ids[1]).cancel_requested_at is not None
+    assert [a.object_id for a in admin_audits("execution.cancelled")] == [str(ids[0])]
+    assert [a.object_id for a in admin_audits("execution.cancel")] == [str(ids[1])]
+
+
+# --- history is read-only ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def history(launch):
+    """One Event and one AuditLog row (the launch writes both)."""
+    run = launch()
+    return {"event": Event.objects.filter(run=run).first(),
+            "auditlog": AuditLog.objects.filter(object_id=str(run.pk)).first()}
+
+
+@pytest.mark.parametrize("model", ["event", "auditlog"])
+def test_history_cannot_be_added_changed_or_deleted_even_by_a_superuser(root, history, model):
+    row = history[model]
+    base = f"/admin/runs/{model}/"
+    assert root.get(base).status_code == 200
+    assert root.get(f"{base}add/").status_code == 403
+    assert root.post(f"{base}add/", {}).status_code == 403
+    assert root.get(f"{base}{row.pk}/delete/").status_code == 403
+    assert root.post(f"{base}{row.pk}/delete/", {"post": "yes"}).status_code == 403
+    # The change page only shows the row; posting to it is refused.
+    change = root.get(f"{base}{row.pk}/change/")
+    assert change.status_code == 200
+    assert 'name="_save"' not in change.content.decode()
+    assert root.post(f"{base}{row.pk}/change/", {"message": "rewritten"}).status_code == 403
+    # Nor is there a bulk delete.
+    assert "delete_selected" not in root.get(base).content.decode()
+    root.post(base, {"action": "delete_selected", "_selected_action": [row.pk], "post": "yes"})
+    type(row).objects.get(pk=row.pk)  # still there
+    row.refresh_from_db()
+    if model == "event":
+        assert row.message != "rewritten"
+
+
+def test_the_run_admin_cannot_edit_a_status(root, launch):
+    run = launch()
+    response = root.post(f"{RUNS}{run.pk}/change/", {"status": "succeeded", "_save": "Save"})
+    assert response.status_code < 500
+    assert status_of(run) == RunStatus.QUEUED
