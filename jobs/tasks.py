@@ -17,7 +17,7 @@ from jobs.executors import ExecutionContext, Outcome, error_truncate, executor_f
 from jobs.logwriter import LogWriter
 from jobs.worker import worker_id
 from runs.models import Execution, ExecutionStatus
-from runs.secret_box import secrets_decrypt
+from runs.secret_box import mask_secrets, mask_secrets_deep, secrets_decrypt
 from runs.transitions import (
     execution_claim,
     execution_finish,
@@ -119,14 +119,16 @@ def execution_run(execution_id: int) -> str:
         finally:
             if not settings.SWITCHYARD_KEEP_WORKDIRS:
                 shutil.rmtree(workdir, ignore_errors=True)
+    hidden = ctx.secret_values
     execution_finish(
         execution_id=execution_id,
         attempt_number=attempt.number,
         status=outcome.status,
         exit_code=outcome.exit_code,
         outcome=outcome.outcome,
-        error=outcome.error,
-        result=outcome.result,
+        # What the program returns or says may contain a secret it was given: mask it too.
+        error=mask_secrets(outcome.error, hidden),
+        result=mask_secrets_deep(outcome.result, hidden),
     )
     return f"execution {execution_id} attempt {attempt.number}: {outcome.status}"
 

@@ -48,3 +48,17 @@ def mask_secrets(text: str, secret_values: list[str]) -> str:
         if value:
             text = text.replace(value, MASK)
     return text
+
+
+def mask_secrets_deep(value: Any, secret_values: list[str]) -> Any:
+    """mask_secrets applied to every string inside a JSON-like value (keys included)."""
+    if not secret_values:
+        return value
+    if isinstance(value, str):
+        return mask_secrets(value, secret_values)
+    if isinstance(value, list):
+        return [mask_secrets_deep(v, secret_values) for v in value]
+    if isinstance(value, dict):
+        return {mask_secrets_deep(k, secret_values): mask_secrets_deep(v, secret_values)
+                for k, v in value.items()}
+    return value
