@@ -19,7 +19,7 @@ SECRET = "s3cr3t-Value-9f8e7d"
 
 
 def test_a_secret_never_leaves_the_worker(project, personas, api_for):
-    task = TaskFactory(
+    TaskFactory(
         project=project, slug="deploy",
         params_schema=[{"name": "token", "type": "secret"}, {"name": "site", "type": "string"}],
         spec={"argv": [sys.executable, "-c",
