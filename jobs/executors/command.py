@@ -60,8 +60,8 @@ def _child_setup_for(limits: dict[str, int]):
 
 def sandbox_argv(argv: list[str], ctx: ExecutionContext, spec: dict) -> list[str]:
     """Wrap argv in bubblewrap when the task or the installation asks for isolation: the root
-    file system read-only, only the working directory writable, private /tmp, no network
-    unless the task allows it, and the sandbox dies with the worker."""
+    file system read-only, only the working directory writable, no network unless the task
+    allows it, and the sandbox dies with the worker."""
     wanted = spec.get("isolation") == "bwrap" or settings.SWITCHYARD_BWRAP
     if not wanted:
         return argv
@@ -72,8 +72,9 @@ def sandbox_argv(argv: list[str], ctx: ExecutionContext, spec: dict) -> list[str
             "install it (apt-get install bubblewrap) or turn isolation off"
         )
     workdir = str(ctx.workdir)
+    # No tmpfs over /tmp: the interpreter or tools may live under /tmp (a CI checkout, say) and
+    # must stay visible. /tmp is read-only like the rest; TMPDIR points at the working dir.
     wrapped = [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
-               "--tmpfs", "/tmp",  # noqa: S108  a private tmpfs inside the sandbox
                "--bind", workdir, workdir, "--chdir", workdir,
                "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--die-with-parent"]
     if not spec.get("network", False):

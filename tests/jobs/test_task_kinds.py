@@ -66,6 +66,7 @@ def test_a_python_callable_that_raises_fails_with_its_traceback(project, setting
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     def do_POST(self):  # noqa: N802  http.server's naming
+        self.server.received.append(dict(self.headers))
         length = int(self.headers.get("Content-Length", 0))
         body = self.rfile.read(length).decode()
         status = 503 if "/down" in self.path else 200
@@ -82,16 +83,18 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def http_server():
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    server.received = []
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
+    yield server
     server.shutdown()
 
 
 def test_an_http_task_sends_the_request_and_keeps_the_response(project, http_server):
+    base = f"http://127.0.0.1:{http_server.server_address[1]}"
     run = _run(
         project, kind="http",
-        spec={"method": "POST", "url": http_server + "/hooks/{{ site }}",
+        spec={"method": "POST", "url": base + "/hooks/{{ site }}",
               "headers": {"X-Token": "{{ token }}"}, "body": '{"site": "{{ site }}"}',
               "expected_status": [200]},
         schema=[{"name": "site", "type": "string"}, {"name": "token", "type": "secret"}],
@@ -102,12 +105,14 @@ def test_an_http_task_sends_the_request_and_keeps_the_response(project, http_ser
     assert result["status_code"] == 200
     echoed = json.loads(result["body"])
     assert echoed["path"] == "/hooks/a%20b%2F..%2Fc"  # the parameter stays inside the path
-    assert echoed["auth"] == "tok-123-secret"
+    assert http_server.received[0]["X-Token"] == "tok-123-secret"  # the server got it...
+    assert echoed["auth"] == "********"  # ...but the kept response masks it
     assert "tok-123-secret" not in log_text(run)
 
 
 def test_an_unexpected_http_status_fails(project, http_server):
-    run = _run(project, kind="http", spec={"method": "POST", "url": http_server + "/down",
+    base = f"http://127.0.0.1:{http_server.server_address[1]}"
+    run = _run(project, kind="http", spec={"method": "POST", "url": base + "/down",
                                            "expected_status": [200]})
     execution = run.executions.get()
     assert execution.status == ExecutionStatus.FAILED
@@ -206,7 +211,8 @@ def test_bubblewrap_makes_the_root_read_only_and_cuts_the_network(project, http_
         "    res['net'] = 'blocked'\n"
         "json.dump(res, open('result.json', 'w'))\n"
     )
-    run = _run(project, spec={"argv": [PY, "-c", script, str(outside), http_server],
+    base = f"http://127.0.0.1:{http_server.server_address[1]}"
+    run = _run(project, spec={"argv": [PY, "-c", script, str(outside), base],
                               "isolation": "bwrap"})
     assert run.status == RunStatus.SUCCEEDED, run.status_reason
     result = run.executions.get().result
