@@ -235,3 +235,15 @@ def test_a_run_deadline_times_the_run_out_with_the_reason(project):
     assert run.status == RunStatus.TIMED_OUT
     assert "deadline" in run.status_reason
     assert run.executions.get().status == ExecutionStatus.CANCELLED
+
+
+def test_a_run_parallelism_ceiling_holds_back_its_other_executions(project):
+    task = TaskFactory(project=project, params_schema=[], max_parallel=1)
+    run = _launch(task)
+    # A run with three units of work (what a pipeline stage or matrix creates).
+    Execution.objects.create(run=run, name="b", position=1)
+    Execution.objects.create(run=run, name="c", position=2)
+    assert dispatch(now=T0) == 1
+    waiting = Execution.objects.get(run=run, name="b")
+    assert waiting.status == ExecutionStatus.PENDING
+    assert waiting.waiting_reason == "waiting: this run already has 1 of 1 executions running"
