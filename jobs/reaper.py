@@ -5,6 +5,7 @@ and explains each repair as an event in the run's timeline.
   (a lost worker always retries) or failed; their concurrency slot is freed with them;
 - queued executions no worker claimed for a while: handed to the queue again (a duplicate
   delivery is harmless: the claim is compare-and-set);
+- approvals past their timeout: resolved as the stage says (reject by default);
 - runs past their deadline: stopped and ended timed_out;
 - runs whose executions have all ended but that are not terminal: settled (invariant 1);
 - then dispatch, which also starts retries whose backoff has elapsed.
@@ -25,6 +26,7 @@ from django.utils import timezone
 from jobs.dispatch import dispatch
 from runs.models import EXECUTION_TERMINAL, RUN_TERMINAL, Execution, ExecutionStatus, Run
 from runs.transitions import (
+    approval_expire,
     execution_requeue,
     lease_expire,
     run_deadline_expire,
@@ -39,6 +41,7 @@ class ReapReport:
     leases_expired: int = 0
     redelivered: int = 0
     deadlines: int = 0
+    approvals_expired: int = 0
     repaired: int = 0
     dispatched: int = 0
 
@@ -66,6 +69,12 @@ def reap(*, now: datetime | None = None) -> ReapReport:
     ).values_list("pk", flat=True):
         if execution_requeue(execution_id=execution_id, now=now):
             report.redelivered += 1
+
+    for execution_id in Execution.objects.filter(
+        status=ExecutionStatus.WAITING_APPROVAL, not_before__lte=now
+    ).values_list("pk", flat=True):
+        if approval_expire(execution_id=execution_id, now=now):
+            report.approvals_expired += 1
 
     for run_id in Run.objects.exclude(status__in=RUN_TERMINAL).filter(
         deadline_at__lte=now

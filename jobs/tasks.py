@@ -66,6 +66,31 @@ class Heartbeat(threading.Thread):
             connection.close()
 
 
+def _what_to_run(execution: Execution, secrets: dict) -> tuple[dict, dict]:
+    """The definition and parameters of an execution: the run's task, or a pipeline step's
+    frozen definition with its parameters rendered (secrets only here, in the worker)."""
+    run = execution.run
+    if not execution.definition:
+        return run.task_snapshot, {**run.params, **secrets}
+    from runs.params import params_validate
+    from runs.pipelines import step_params_render
+
+    definition = execution.definition
+    if "missing_task" in definition:
+        raise ValueError(f"the step's task {definition['missing_task']!r} no longer exists")
+    raw = step_params_render(execution, {**run.params, **secrets, **execution.matrix})
+    schema = definition.get("params_schema") or []
+    if not schema:
+        return definition, raw
+    clean, errors = params_validate(schema, {k: v for k, v in raw.items()
+                                             if k in {f["name"] for f in schema}})
+    if errors:
+        detail = "; ".join(f"{k}: {', '.join(v)}" for k, v in errors.items())
+        raise ValueError(f"the step's parameters are invalid for task "
+                         f"{definition.get('slug')!r}: {detail}")
+    return definition, clean
+
+
 def execution_run(execution_id: int) -> str:
     """Claim the execution, run it, and record how it ended. Idempotent per delivery.
 
@@ -77,13 +102,15 @@ def execution_run(execution_id: int) -> str:
         return f"execution {execution_id}: not queued (already claimed or ended); nothing to do"
     execution = Execution.objects.select_related("run").get(pk=execution_id)
     run = execution.run
-    snapshot = run.task_snapshot
+    secrets: dict = {}
     try:
         secrets = secrets_decrypt(run.secret_params)
+        snapshot, params = _what_to_run(execution, secrets)
     except ValueError as exc:
+        error = mask_secrets(str(exc), [str(v) for v in secrets.values()])
         execution_finish(execution_id=execution_id, attempt_number=attempt.number,
-                         status=ExecutionStatus.FAILED, outcome="not_started", error=str(exc))
-        return str(exc)
+                         status=ExecutionStatus.FAILED, outcome="not_started", error=error)
+        return error
 
     settings.SWITCHYARD_WORK_ROOT.mkdir(parents=True, exist_ok=True)
     workdir = Path(
@@ -97,10 +124,11 @@ def execution_run(execution_id: int) -> str:
         run_id=run.pk,
         attempt=attempt.number,
         snapshot=snapshot,
-        params={**run.params, **secrets},
+        params=params,
         secret_values=[str(v) for v in secrets.values()],
         workdir=workdir,
         log=log,
+        input=execution.input or {},
     )
     heartbeat = Heartbeat(ctx, settings.SWITCHYARD_HEARTBEAT_SECONDS,
                           settings.SWITCHYARD_STOP_CHECK_SECONDS)

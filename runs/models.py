@@ -78,6 +78,7 @@ class TaskKind(models.TextChoices):
     COMMAND = "command", "Command"  # an argv run as a subprocess, never through a shell
     PYTHON = "python", "Python callable"  # a function registered with @switchyard_callable
     HTTP = "http", "HTTP request"  # one request; the response is kept
+    PIPELINE = "pipeline", "Pipeline"  # stages of steps, with matrix, approval and loop-back
 
 
 class Task(models.Model):
@@ -155,7 +156,7 @@ class Task(models.Model):
         errors = task_definition_errors(
             kind=self.kind, spec=self.spec, params_schema=self.params_schema,
             concurrency_key=self.concurrency_key, retry_backoff=self.retry_backoff,
-            retry_on=self.retry_on,
+            retry_on=self.retry_on, project_id=self.project_id,
         )
         fields = {"spec", "params_schema", "kind", "concurrency_key", "retry_backoff", "retry_on"}
         by_field: dict[str, list[str]] = {}
@@ -239,6 +240,13 @@ class Run(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     deadline_at = models.DateTimeField(null=True, blank=True)
+    # Re-runs point at the run they repeat; `rerun_mode` is "all" or "failed".
+    rerun_of = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="reruns"
+    )
+    rerun_mode = models.CharField(max_length=8, blank=True)
+    # Pipelines: {"stage": index of the current stage, "iteration": n, "loops": {stage: n}}.
+    pipeline_state = models.JSONField(default=dict, blank=True)
     # The last allocated Event.seq. Incremented under this row's lock, so seq is gapless and a
     # reader paging with ?after=seq can never skip an event that commits late.
     last_event_seq = models.PositiveIntegerField(default=0)
@@ -305,6 +313,22 @@ class Execution(models.Model):
     run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="executions")
     name = models.CharField(max_length=200, default="main")
     position = models.PositiveIntegerField(default=0)
+    # Pipelines: which stage (index and name), loop iteration, step and matrix cell this is.
+    stage_index = models.PositiveIntegerField(default=0)
+    stage = models.CharField(max_length=100, blank=True)
+    iteration = models.PositiveIntegerField(default=1)
+    step = models.CharField(max_length=100, blank=True)
+    matrix = models.JSONField(default=dict, blank=True)
+    # What this execution runs when it is not the run's task itself (a pipeline step):
+    # {"kind", "spec", "timeout_seconds", "max_attempts", ...} and its own parameters.
+    definition = models.JSONField(default=dict, blank=True)
+    params = models.JSONField(default=dict, blank=True)
+    # Results of earlier stages and the loop-back context, given to the step as JSON input.
+    input = models.JSONField(default=dict, blank=True)
+    # Set when a re-run reuses an earlier execution's result instead of running again.
+    reused_from = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     status = models.CharField(
         max_length=20,
         choices=ExecutionStatus.choices,

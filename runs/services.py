@@ -76,16 +76,22 @@ def run_launch(
                 deadline_at=(now + timedelta(seconds=task.run_deadline_seconds)
                              if task.run_deadline_seconds else None),
             )
-            Execution.objects.create(
-                run=run, name=task.slug, position=0,
-                concurrency_key=concurrency_key_render(task.concurrency_key, clean),
-                concurrency_limit=task.concurrency_limit,
-                priority=task.priority,
-            )
             who = f" by {actor.label}" if actor.is_human else ""
             event_append(run.pk, "run.queued", f"Run queued{who} ({Trigger(trigger).label}).",
                          now=now, actor=actor,
                          data={"trigger": trigger, "params": run.params})
+            if task.kind == "pipeline":
+                from runs.pipelines import pipeline_start
+
+                pipeline_start(run, now=now)
+            else:
+                Execution.objects.create(
+                    run=run, name=task.slug, position=0,
+                    concurrency_key=concurrency_key_render(task.concurrency_key, clean),
+                    concurrency_limit=task.concurrency_limit,
+                    priority=task.priority,
+                )
+
             audit_write(actor=actor, action="run.launch", obj=run, now=now,
                         project_id=task.project_id,
                         changes={"task": task.slug, "params": run.params, "trigger": trigger})

@@ -25,6 +25,7 @@ def task_definition_errors(
     concurrency_key: str = "",
     retry_backoff: Any = None,
     retry_on: Any = None,
+    project_id: int | None = None,
 ) -> dict[str, list[str]]:
     """All problems with a task definition, keyed by field path; empty when valid."""
     errors = schema_errors(params_schema)
@@ -71,6 +72,11 @@ def task_definition_errors(
             add("spec.callable", f"must name a registered callable: {', '.join(names)}")
     elif kind == "http":
         _http_errors(spec, add, check_refs)
+    elif kind == "pipeline":
+        from runs.pipelines import pipeline_spec_errors
+
+        pipeline_spec_errors(spec, declared=declared, project_id=project_id, add=add,
+                             placeholders=placeholders)
     else:
         add("kind", f"unknown task kind {kind!r}")
     return errors
@@ -79,6 +85,7 @@ def task_definition_errors(
 COMMAND_KEYS = {"argv", "env", "exit_codes", "success_outcomes", "files", "limits",
                 "isolation", "network"}
 LIMIT_KEYS = {"cpu_seconds", "memory_mb", "open_files", "file_size_mb", "processes"}
+RESERVED_FILES = ("params.json", "result.json", "input.json")
 FILE_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$")
 
 
@@ -125,9 +132,9 @@ def _command_errors(spec: dict, add, check_refs) -> None:
         add("spec.files", "must map file names to template text")
     else:
         for name, text in files.items():
-            if not FILE_NAME_RE.match(str(name)) or name in ("params.json", "result.json"):
+            if not FILE_NAME_RE.match(str(name)) or name in RESERVED_FILES:
                 add(f"spec.files.{name}", "must be a plain file name in the working directory "
-                    "(no '/', no leading '.', not params.json or result.json)")
+                    "(no '/', no leading '.', not params.json, input.json or result.json)")
             if not isinstance(text, str):
                 add(f"spec.files.{name}", "must be a string")
             else:

@@ -46,7 +46,8 @@ R = RunStatus
 E = ExecutionStatus
 
 RUN_ALLOWED: dict[str, frozenset[str]] = {
-    R.QUEUED: frozenset({R.RUNNING, R.PAUSED, R.CANCELLED, R.FAILED, R.TIMED_OUT}),
+    # queued -> waiting: a pipeline whose first stage waits for an approval.
+    R.QUEUED: frozenset({R.RUNNING, R.WAITING, R.PAUSED, R.CANCELLED, R.FAILED, R.TIMED_OUT}),
     R.RUNNING: frozenset(
         {R.PAUSED, R.WAITING, R.SUCCEEDED, R.FAILED, R.CANCELLED, R.TIMED_OUT}
     ),
@@ -322,10 +323,24 @@ def run_settle(run: Run, *, now: datetime) -> None:
     if run.is_terminal:
         return
     statuses = list(run.executions.values_list("status", flat=True))
+    decision: tuple[str, str] | None = None
+    if statuses and all(s in EXECUTION_TERMINAL for s in statuses) and _is_pipeline(run):
+        from runs.pipelines import pipeline_advance
+
+        decision = pipeline_advance(run, now=now)
+        if decision is None:  # the pipeline created its next executions
+            statuses = list(run.executions.values_list("status", flat=True))
+            transaction.on_commit(_dispatch_on_commit)
     if not statuses or any(s not in EXECUTION_TERMINAL for s in statuses):
-        if run.status == R.QUEUED and any(s == E.RUNNING for s in statuses):
-            _run_move(run, R.RUNNING, reason="", actor=SYSTEM, now=now,
-                      message="Run started.")
+        _run_sync_activity(run, statuses, now=now)
+        return
+    if decision is not None:
+        final, reason = decision
+        if final == R.CANCELLED and run.deadline_at and run.deadline_at <= now:
+            final, reason = R.TIMED_OUT, deadline_reason(run)
+        if run.status in (R.QUEUED, R.WAITING) and final == R.SUCCEEDED:
+            _run_move(run, R.RUNNING, reason="", actor=SYSTEM, now=now, message="Run started.")
+        _run_move(run, final, reason=reason, actor=SYSTEM, now=now)
         return
     if E.FAILED in statuses:
         final, reason = R.FAILED, _first_error(run, E.FAILED)
@@ -341,6 +356,27 @@ def run_settle(run: Run, *, now: datetime) -> None:
         # Every move goes through the table: a run that never showed running does so first.
         _run_move(run, R.RUNNING, reason="", actor=SYSTEM, now=now, message="Run started.")
     _run_move(run, final, reason=reason, actor=SYSTEM, now=now)
+
+
+def _is_pipeline(run: Run) -> bool:
+    return run.task_snapshot.get("kind") == "pipeline"
+
+
+def _run_sync_activity(run: Run, statuses: list[str], *, now: datetime) -> None:
+    """Keep the run's status in step with its open executions: running once one has started,
+    waiting while the only open work is an approval, running again once it is approved."""
+    open_work = [s for s in statuses if s not in EXECUTION_TERMINAL]
+    only_gates = bool(open_work) and all(s == E.WAITING_APPROVAL for s in open_work)
+    if run.status == R.PAUSED:
+        return
+    if only_gates and run.status in (R.QUEUED, R.RUNNING):
+        _run_move(run, R.WAITING, reason="waiting for approval", actor=SYSTEM, now=now,
+                  message="Run waiting for an approval.")
+    elif not only_gates and run.status == R.WAITING:
+        _run_move(run, R.RUNNING, reason="", actor=SYSTEM, now=now, message="Run resumed "
+                  "after the approval.")
+    elif run.status == R.QUEUED and any(s == E.RUNNING for s in statuses):
+        _run_move(run, R.RUNNING, reason="", actor=SYSTEM, now=now, message="Run started.")
 
 
 def _first_error(run: Run, status: str) -> str:
@@ -400,6 +436,14 @@ SLOT_STATUSES = (E.QUEUED, E.RUNNING)
 
 def _admission_blocker(run: Run, execution: Execution) -> str:
     """Why the execution cannot take a slot now ('' if it can). Call with the run locked."""
+    stage_limit = int((execution.definition or {}).get("stage_max_parallel") or 0)
+    if stage_limit:
+        busy = run.executions.filter(stage_index=execution.stage_index,
+                                     iteration=execution.iteration,
+                                     status__in=SLOT_STATUSES).count()
+        if busy >= stage_limit:
+            return (f"waiting: stage {execution.stage} already has {busy} of {stage_limit} "
+                    "executions running (max_parallel)")
     max_parallel = int(run.task_snapshot.get("max_parallel") or 0)
     if max_parallel:
         busy = run.executions.filter(status__in=SLOT_STATUSES).count()
@@ -822,3 +866,53 @@ def run_deadline_expire(*, run_id: int, now: datetime) -> bool:
 
 def deadline_reason(run: Run) -> str:
     return f"the run's deadline ({run.deadline_at:%Y-%m-%d %H:%M:%S} UTC) passed"
+
+
+# --- approvals -------------------------------------------------------------------------------
+
+
+def execution_approve(*, execution_id: int, actor: Actor, approve: bool, comment: str = "",
+                      now: datetime | None = None) -> Execution:
+    """Approve or reject a stage waiting for approval (the caller checks the role)."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        run, execution = _lock_execution(execution_id)
+        if execution.status != E.WAITING_APPROVAL:
+            raise TransitionNotAllowed(
+                f"{execution.name} is {execution.status}, not waiting for approval."
+            )
+        _approval_resolve(run, execution, approve=approve, comment=comment, actor=actor,
+                          now=now)
+        run_settle(run, now=now)
+    return execution
+
+
+def _approval_resolve(run: Run, execution: Execution, *, approve: bool, comment: str,
+                      actor: Actor, now: datetime) -> None:
+    verb = "approved" if approve else "rejected"
+    who = actor.label if actor.is_human else "Switchyard"
+    text = f"{execution.stage} {verb} by {who}" + (f": {comment}" if comment else "")
+    execution.result = {"approved": approve, "by": who, "comment": comment}
+    execution.save(update_fields=["result"])
+    _execution_move(run, execution, E.SUCCEEDED if approve else E.FAILED,
+                    reason="" if approve else text, actor=SYSTEM, now=now, message=text,
+                    event_kind=f"approval.{'granted' if approve else 'rejected'}",
+                    data={"comment": comment, "by": who})
+    audit_write(actor=actor, action=f"approval.{'grant' if approve else 'reject'}",
+                obj=execution, now=now, project_id=run.project_id,
+                changes={"stage": execution.stage, "comment": comment})
+
+
+def approval_expire(*, execution_id: int, now: datetime) -> bool:
+    """An approval whose timeout passed resolves as its stage says (reject by default)."""
+    with transaction.atomic():
+        run, execution = _lock_execution(execution_id)
+        if (execution.status != E.WAITING_APPROVAL or not execution.not_before
+                or execution.not_before > now):
+            return False
+        approve = execution.definition.get("on_timeout", "reject") == "approve"
+        _approval_resolve(run, execution, approve=approve,
+                          comment="no decision before the approval timeout", actor=SYSTEM,
+                          now=now)
+        run_settle(run, now=now)
+    return True

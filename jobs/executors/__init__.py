@@ -27,6 +27,8 @@ class ExecutionContext:
     # Set by the heartbeat thread when the attempt must stop (cancel request, lease lost).
     stop: threading.Event = field(default_factory=threading.Event)
     stop_reason: str = ""
+    # Pipelines: results of earlier stages and the loop-back context (input.json).
+    input: dict = field(default_factory=dict)
 
 
 @dataclass

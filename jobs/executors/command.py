@@ -110,6 +110,7 @@ def command_env(ctx: ExecutionContext, spec: dict) -> dict[str, str]:
         "SWITCHYARD_ATTEMPT": str(ctx.attempt),
         "SWITCHYARD_PARAMS_FILE": str(ctx.workdir / "params.json"),
         "SWITCHYARD_RESULT_FILE": str(ctx.workdir / "result.json"),
+        "SWITCHYARD_INPUT_FILE": str(ctx.workdir / "input.json"),
     }
     for name, value in (spec.get("env") or {}).items():
         env[name] = render(value, ctx.params)
@@ -134,6 +135,7 @@ def command_execute(ctx: ExecutionContext) -> Outcome:
     argv = [render(arg, ctx.params) for arg in spec["argv"]]
     (ctx.workdir / "params.json").write_text(json.dumps(ctx.params))
     (ctx.workdir / "params.json").chmod(0o600)
+    (ctx.workdir / "input.json").write_text(json.dumps(ctx.input))
     for name, template in (spec.get("files") or {}).items():
         # Inventories, extra-vars...: rendered before the command starts (names validated).
         (ctx.workdir / name).write_text(render(template, ctx.params))

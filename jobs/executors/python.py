@@ -31,6 +31,7 @@ class CallContext:
         self.execution_id = ctx.execution_id
         self.attempt = ctx.attempt
         self.workdir = ctx.workdir
+        self.input = ctx.input  # pipelines: earlier stages' results, loop-back context
 
     def log(self, line: str, *, stream: str = LogStream.STDOUT) -> None:
         with self._lock:

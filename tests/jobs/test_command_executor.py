@@ -64,7 +64,7 @@ def test_parameters_arrive_as_environment_variables_and_a_json_file(run_command)
 def test_each_attempt_gets_a_fresh_working_directory_that_is_removed(run_command, settings):
     run = run_command([PY, "-c", "import os, json; json.dump(os.listdir('.'), "
                        "open('result.json', 'w'))"])
-    assert run.executions.get().result == ["params.json"]
+    assert sorted(run.executions.get().result) == ["input.json", "params.json"]
     assert list(Path(settings.SWITCHYARD_WORK_ROOT).iterdir()) == []
 
 
