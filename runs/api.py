@@ -10,20 +10,23 @@ from ninja import Header, Query, Router, Status
 from runs import selectors
 from runs.models import Role, Run, Trigger
 from runs.schemas import (
+    CommentIn,
     ControlIn,
     ErrorOut,
     EventPage,
     LaunchIn,
     LogPage,
     ProjectOut,
+    RerunIn,
     RunDetailOut,
     RunPage,
     TaskOut,
     WorkersOut,
 )
-from runs.services import run_launch
+from runs.services import run_launch, run_rerun
 from runs.transitions import (
     Actor,
+    execution_approve,
     execution_cancel,
     run_cancel,
     run_pause,
@@ -111,7 +114,11 @@ def runs_launch(
 
 def _run_detail(request: HttpRequest, run: Run) -> dict:
     data = run_out(request, run)
-    data["executions"] = selectors.executions_for_run(run)
+    executions = selectors.executions_for_run(run)
+    data["executions"] = executions
+    data["progress"] = selectors.run_progress(run, executions)
+    data["rerun_of"] = run.rerun_of_id
+    data["rerun_mode"] = run.rerun_mode
     return data
 
 
@@ -243,3 +250,37 @@ def workers_status(request: HttpRequest):
                     "running": running.get(w.name, [])} for w in alive]
     return {"alive": len(alive), "workers": details, "queued": counts.get("queued", 0),
             "pending": counts.get("pending", 0), "running": counts.get("running", 0)}
+
+
+@router.post("/runs/{int:run_id}/rerun", response={201: RunDetailOut, 403: ErrorOut,
+                                                     409: ErrorOut, 422: ErrorOut, **ERRORS},
+             operation_id="runs_rerun")
+def runs_rerun(request: HttpRequest, run_id: int, body: RerunIn | None = None):
+    """Re-run an ended run with the same parameters: `mode` "all", or "failed" to reuse what
+    succeeded and run only what failed or never ran."""
+    run = selectors.run_get(request.user, run_id, minimum=Role.OPERATOR)
+    new = run_rerun(run=run, mode=body.mode if body else "all", actor=actor_for(request))
+    return Status(201, _run_detail(request, selectors.run_get(request.user, new.pk)))
+
+
+def _approval(request: HttpRequest, execution_id: int, approve: bool, comment: str) -> dict:
+    execution = selectors.execution_get(request.user, execution_id)
+    role = (execution.definition or {}).get("role", Role.OPERATOR)
+    selectors.require_role(request.user, execution.run.project, role)
+    execution_approve(execution_id=execution.pk, actor=actor_for(request), approve=approve,
+                      comment=comment)
+    return _run_detail(request, selectors.run_get(request.user, execution.run_id))
+
+
+@router.post("/executions/{int:execution_id}/approve", response=CONTROL,
+             operation_id="executions_approve")
+def executions_approve(request: HttpRequest, execution_id: int, body: CommentIn | None = None):
+    """Approve a stage waiting for approval (operator or maintainer, as the stage says)."""
+    return _approval(request, execution_id, True, body.comment if body else "")
+
+
+@router.post("/executions/{int:execution_id}/reject", response=CONTROL,
+             operation_id="executions_reject")
+def executions_reject(request: HttpRequest, execution_id: int, body: CommentIn | None = None):
+    """Reject a stage waiting for approval: the stage fails, then its on_failure applies."""
+    return _approval(request, execution_id, False, body.comment if body else "")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from ninja import Field, Schema
 
@@ -73,6 +73,15 @@ class ExecutionOut(Schema):
                              "started: backoff, a concurrency slot, pause, no worker alive.")
     concurrency_key: str = ""
     cancel_requested_at: datetime | None = None
+    stage: str = ""
+    stage_index: int = 0
+    iteration: int = 1
+    step: str = ""
+    matrix: dict[str, Any] = Field(default_factory=dict)
+    params: dict[str, Any] = Field(default_factory=dict,
+                                   description="A pipeline step's own parameters.")
+    reused_from_id: int | None = Field(None, description="Re-run failed only: the execution "
+                                       "whose result this one reuses.")
     attempts: list[AttemptOut] = Field(default_factory=list)
 
 
@@ -92,8 +101,30 @@ class RunOut(Schema):
     url: str
 
 
+class StageProgressOut(Schema):
+    name: str
+    index: int
+    done: int
+    total: int
+    iteration: int
+    status: str
+    current: bool
+
+
+class ProgressOut(Schema):
+    done: int
+    total: int
+    percent: int
+    iteration: int = 1
+    current_stage: str | None = None
+    stages: list[StageProgressOut] = Field(default_factory=list)
+
+
 class RunDetailOut(RunOut):
     executions: list[ExecutionOut]
+    progress: ProgressOut
+    rerun_of: int | None = None
+    rerun_mode: str = ""
 
 
 class RunPage(Schema):
@@ -158,3 +189,12 @@ class WorkersOut(Schema):
     queued: int = Field(description="Executions handed to the queue, not yet claimed.")
     pending: int = Field(description="Executions waiting for admission (order, backoff, slot).")
     running: int
+
+
+class CommentIn(Schema):
+    comment: str = Field("", max_length=1000, description="Why; kept in the audit log.")
+
+
+class RerunIn(Schema):
+    mode: Literal["all", "failed"] = Field("all", description='"failed" reuses what '
+                                            "succeeded and runs only what failed.")

@@ -244,3 +244,15 @@ def run_log_chunks_after(run: Run, cursors: dict[int, int], limit: int = 200) ->
     for execution in run.executions.all():
         result[execution.pk] = logs_after(execution, cursors.get(execution.pk, 0), limit)
     return result
+
+
+def run_progress(run: Run, executions: list[Execution]) -> dict:
+    """Done/total for the run and, for pipelines, per stage with the current one."""
+    from runs.pipelines import is_pipeline, progress
+
+    if is_pipeline(run):
+        return progress(run, executions)
+    done = sum(1 for e in executions if e.is_terminal)
+    total = len(executions)
+    return {"done": done, "total": total, "percent": int(100 * done / total) if total else 0,
+            "iteration": 1, "current_stage": None, "stages": []}

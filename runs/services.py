@@ -186,3 +186,96 @@ def api_token_revoke(*, token: ApiToken, actor: Actor) -> None:
         )
         if updated:
             audit_write(actor=actor, action="api_token.revoke", obj=token, now=now)
+
+
+def run_rerun(*, run: Run, mode: str, actor: Actor, now: datetime | None = None) -> Run:
+    """A new run of the same task with the same parameters (secrets included), linked to the
+    old one. mode "all" runs everything again; mode "failed" reuses the results of what
+    succeeded and runs only what failed or never ran."""
+    from runs.errors import TransitionNotAllowed
+    from runs.models import EXECUTION_TERMINAL, ExecutionStatus, RunStatus
+    from runs.pipelines import APPROVAL_STEP, stage_instantiate
+
+    now = now or timezone.now()
+    if mode not in ("all", "failed"):
+        raise InvalidInput("mode must be 'all' or 'failed'.", fields={"mode": ["all or failed"]})
+    if not run.is_terminal:
+        raise TransitionNotAllowed(f"Run {run.pk} is still {run.status}; re-run it once it has "
+                                   "ended, or cancel it first.")
+    if mode == "failed" and run.status == RunStatus.SUCCEEDED:
+        raise TransitionNotAllowed(f"Run {run.pk} succeeded; nothing failed to re-run. Use "
+                                   "'re-run all' to run it again.")
+    task = run.task
+    if not task.enabled:
+        raise Conflict(f"Task {task.slug!r} is disabled; ask a maintainer to enable it.")
+    pipeline = run.task_snapshot.get("kind") == "pipeline"
+    user = actor.user if getattr(actor.user, "pk", None) else None
+    with transaction.atomic():
+        new = Run.objects.create(
+            project_id=run.project_id, task=task, task_snapshot=run.task_snapshot,
+            params=run.params, secret_params=run.secret_params, trigger=Trigger.RERUN,
+            created_by=user, rerun_of=run, rerun_mode=mode,
+            deadline_at=(now + timedelta(seconds=task.run_deadline_seconds)
+                         if task.run_deadline_seconds else None),
+        )
+        label = "failed only" if mode == "failed" else "all"
+        event_append(new.pk, "run.queued",
+                     f"Re-run ({label}) of run {run.pk} queued by {actor.label}.", now=now,
+                     actor=actor, data={"rerun_of": run.pk, "mode": mode})
+        audit_write(actor=actor, action="run.rerun", obj=new, now=now,
+                    project_id=run.project_id, changes={"rerun_of": run.pk, "mode": mode})
+        if not pipeline:
+            old = run.executions.order_by("position", "id").first()
+            Execution.objects.create(
+                run=new, name=old.name if old else task.slug, position=0,
+                concurrency_key=old.concurrency_key if old else "",
+                concurrency_limit=old.concurrency_limit if old else 1,
+                priority=old.priority if old else 0,
+            )
+        elif mode == "all":
+            from runs.pipelines import pipeline_start
+
+            pipeline_start(new, now=now)
+        else:
+            state = dict(run.pipeline_state or {"stage": 0, "iteration": 1, "loops": {}})
+            index, iteration = state.get("stage", 0), state.get("iteration", 1)
+            new.pipeline_state = state
+            new.save(update_fields=["pipeline_state"])
+            latest: dict[int, int] = {}
+            old_rows = list(run.executions.exclude(step=APPROVAL_STEP).order_by("position",
+                                                                                 "id"))
+            for e in old_rows:
+                latest[e.stage_index] = max(latest.get(e.stage_index, 0), e.iteration)
+            copies, redo = [], 0
+            for e in old_rows:
+                if e.stage_index > index or e.iteration != latest[e.stage_index]:
+                    continue
+                ok = e.status in (ExecutionStatus.SUCCEEDED, ExecutionStatus.SKIPPED)
+                if e.stage_index < index and not ok:
+                    continue  # an earlier stage that went on despite failures (continue)
+                copies.append(Execution(
+                    run=new, name=e.name, position=len(copies), stage_index=e.stage_index,
+                    stage=e.stage, iteration=e.iteration, step=e.step, matrix=e.matrix,
+                    definition=e.definition, params=e.params, input=e.input,
+                    concurrency_key=e.concurrency_key, concurrency_limit=e.concurrency_limit,
+                    priority=e.priority,
+                    status=e.status if ok else ExecutionStatus.PENDING,
+                    result=e.result if ok else None, exit_code=e.exit_code if ok else None,
+                    outcome=e.outcome if ok else "", reused_from=e if ok else None,
+                    finished_at=now if ok else None,
+                ))
+                redo += 0 if ok else 1
+            Execution.objects.bulk_create(copies)
+            reused = len(copies) - redo
+            event_append(new.pk, "run.rerun_plan",
+                         f"Reusing {reused} succeeded execution{'s' if reused != 1 else ''}; "
+                         f"running {redo} again.", now=now,
+                         data={"reused": reused, "rerun": redo})
+            if not any(c.stage_index == index for c in copies):
+                stage_instantiate(new, index, iteration, now=now)
+            elif all(c.status in EXECUTION_TERMINAL for c in copies):
+                from runs.transitions import run_settle
+
+                run_settle(new, now=now)  # the failing stage had nothing left: advance
+        transaction.on_commit(_dispatch)
+    return new
