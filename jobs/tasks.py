@@ -78,7 +78,11 @@ def _what_to_run(execution: Execution, secrets: dict) -> tuple[dict, dict]:
     definition = execution.definition
     if "missing_task" in definition:
         raise ValueError(f"the step's task {definition['missing_task']!r} no longer exists")
-    raw = step_params_render(execution, {**run.params, **secrets, **execution.matrix})
+    context = {**run.params, **secrets, **execution.matrix}
+    raw = step_params_render(execution, context)
+    if definition.get("kind") == "command" and "slug" not in definition:
+        # An inline command belongs to the pipeline: it sees the run's parameters too.
+        return definition, {**context, **raw}
     schema = definition.get("params_schema") or []
     if not schema:
         return definition, raw

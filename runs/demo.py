@@ -46,3 +46,97 @@ DEMO_TASKS = [
         "timeout_seconds": 60,
     },
 ]
+
+# --- pipelines -------------------------------------------------------------------------------
+
+DEV_SCRIPT = (
+    "import json, os\n"
+    "data = json.load(open(os.environ['SWITCHYARD_INPUT_FILE']))\n"
+    "loop = data.get('loop')\n"
+    "if loop:\n"
+    "    for f in loop['failed']:\n"
+    "        print('fixing findings from', loop['from_stage'], ':', f['error'].splitlines()[0])\n"
+    "print('DEV: implementing the change for ticket', data['params']['ticket'])\n"
+    "json.dump({'patch': 'change-1', 'after_loop': bool(loop)}, open('result.json', 'w'))\n"
+)
+QA_SCRIPT = (
+    "import json, os, sys\n"
+    "data = json.load(open(os.environ['SWITCHYARD_INPUT_FILE']))\n"
+    "dev = data['stages']['dev']['implement']['result']\n"
+    "mode = data['params']['qa_fails']\n"
+    "print('QA: testing patch', dev['patch'])\n"
+    "if mode == 'always' or (mode == 'once' and not dev['after_loop']):\n"
+    "    print('QA finding: test_checkout fails with a KeyError', file=sys.stderr)\n"
+    "    json.dump({'passed': 41, 'failed': 1}, open('result.json', 'w'))\n"
+    "    sys.exit(1)\n"
+    "json.dump({'passed': 42, 'failed': 0}, open('result.json', 'w'))\n"
+)
+SEC_SCRIPT = "print('SEC: dependency and secret scan clean')\n"
+DOCS_SCRIPT = "print('DOCS: changelog and API docs updated')\n"
+CAPTURE_SCRIPT = (
+    "import json, sys, time\n"
+    "page, viewport = sys.argv[1], sys.argv[2]\n"
+    "print(f'capturing {page} at {viewport}', flush=True)\n"
+    "time.sleep(2)\n"
+    "json.dump({'page': page, 'viewport': viewport}, open('result.json', 'w'))\n"
+)
+
+DEMO_PIPELINES = [
+    {
+        "slug": "agent-pipeline",
+        "name": "Agent pipeline (DEV → QA → SEC → DOCS)",
+        "description": "Every change passes DEV, QA, SEC and DOCS; a QA or SEC failure loops "
+                       "back to DEV with the findings. By default QA fails once by design.",
+        "kind": "pipeline",
+        "spec": {"stages": [
+            {"name": "dev", "steps": [{"name": "implement",
+                                       "command": ["python3", "-c", DEV_SCRIPT]}]},
+            {"name": "qa", "steps": [{"name": "test", "command": ["python3", "-c", QA_SCRIPT]}],
+             "on_failure": {"goto": "dev", "max_loops": 2}},
+            {"name": "sec", "steps": [{"name": "scan", "command": ["python3", "-c",
+                                                                   SEC_SCRIPT]}],
+             "on_failure": {"goto": "dev", "max_loops": 2}},
+            {"name": "docs", "steps": [{"name": "write", "command": ["python3", "-c",
+                                                                     DOCS_SCRIPT]}]},
+        ]},
+        "params_schema": [
+            {"name": "ticket", "type": "string", "default": "SW-101", "required": True},
+            {"name": "qa_fails", "type": "choice", "choices": ["once", "always", "never"],
+             "default": "once", "help": "How the demo's QA stage behaves."},
+        ],
+        "timeout_seconds": 300,
+    },
+    {
+        "slug": "visual-batch",
+        "name": "Visual regression batch",
+        "description": "Pages × viewports, at most two at once; each cell gets its own "
+                       "parameters.",
+        "kind": "pipeline",
+        "spec": {"stages": [
+            {"name": "capture", "matrix": {"page": ["home", "pricing", "docs"],
+                                           "viewport": ["desktop", "phone"]},
+             "max_parallel": 2,
+             "steps": [{"name": "shot", "command": ["python3", "-c", CAPTURE_SCRIPT,
+                                                    "{{ page }}", "{{ viewport }}"]}]},
+        ]},
+        "params_schema": [],
+        "timeout_seconds": 300,
+    },
+    {
+        "slug": "deploy",
+        "name": "Deploy with approval",
+        "description": "Builds, then waits until an operator approves the deployment.",
+        "kind": "pipeline",
+        "spec": {"stages": [
+            {"name": "build", "steps": [{"name": "package", "command": [
+                "python3", "-c", "print('building release {{ version }}')"]}]},
+            {"name": "production", "approval": {"role": "operator", "timeout_seconds": 86400,
+                                                "on_timeout": "reject"},
+             "steps": [{"name": "ship", "command": [
+                 "python3", "-c", "print('deploying {{ version }} to production')"]}]},
+        ]},
+        "params_schema": [{"name": "version", "type": "string", "default": "1.4.2",
+                           "regex": r"[0-9]+\.[0-9]+\.[0-9]+"}],
+        "timeout_seconds": 300,
+    },
+]

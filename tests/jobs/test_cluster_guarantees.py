@@ -281,3 +281,29 @@ def test_no_worker_alive_is_the_visible_reason(hello_task, api_for):
     assert "no worker alive" in body["executions"][0]["why_waiting"]
     status = api_for("carol").get("/api/workers").json()
     assert status["alive"] == 0 and status["workers"] == []
+
+
+def test_a_matrix_stage_never_exceeds_its_max_parallel_on_four_workers(clusters, project):
+    clusters(2, workers=2)
+    task = TaskFactory(
+        project=project, kind="pipeline", params_schema=[],
+        spec={"stages": [{"name": "grid", "matrix": {"x": [1, 2, 3], "y": ["a", "b"]},
+                          "max_parallel": 2,
+                          "steps": [{"name": "cell", "command": [
+                              PY, "-c", "import time; time.sleep(0.5)"]}]}]},
+    )
+    run, _ = run_launch(task=task, raw_params={}, actor=BOB)
+    wait_for(lambda: Run.objects.get(pk=run.pk).is_terminal, timeout=120,
+             message="the matrix run to finish")
+    run.refresh_from_db()
+    assert run.status == RunStatus.SUCCEEDED, run.status_reason
+    spans = list(Attempt.objects.filter(execution__run=run)
+                 .values_list("started_at", "finished_at"))
+    assert len(spans) == 6
+    points = sorted([(s, 1) for s, _ in spans] + [(f, -1) for _, f in spans],
+                    key=lambda p: (p[0], p[1]))
+    running = peak = 0
+    for _when, delta in points:
+        running += delta
+        peak = max(peak, running)
+    assert peak == 2

@@ -25,7 +25,8 @@ def test_seed_demo_is_idempotent_and_prints_the_login(db, settings, tmp_path, mo
     password = first.split("Login: admin / ")[1].split()[0]
     assert f"Login: admin / {password}" in second
     assert Project.objects.filter(slug="demo").count() == 1
-    assert sorted(Task.objects.values_list("slug", flat=True)) == ["fail", "hello", "slow"]
+    assert sorted(Task.objects.values_list("slug", flat=True)) == [
+        "agent-pipeline", "deploy", "fail", "hello", "slow", "visual-batch"]
     assert Membership.objects.get(user__username="admin").role == "maintainer"
     from django.contrib.auth import get_user_model
 

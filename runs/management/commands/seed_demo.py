@@ -11,7 +11,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
-from runs.demo import DEMO_TASKS
+from runs.demo import DEMO_PIPELINES, DEMO_TASKS
 from runs.models import Membership, Project, Role, Task
 from runs.specs import task_definition_errors
 
@@ -27,8 +27,8 @@ class Command(BaseCommand):
 
     @transaction.atomic
     def handle(self, *args, username: str, **options) -> None:
-        for task in DEMO_TASKS:
-            errors = task_definition_errors(kind="command", spec=task["spec"],
+        for task in DEMO_TASKS + DEMO_PIPELINES:
+            errors = task_definition_errors(kind=task.get("kind", "command"), spec=task["spec"],
                                             params_schema=task["params_schema"])
             if errors:  # a programming error in runs/demo.py, caught before anything is saved
                 raise CommandError(f"demo task {task['slug']} is invalid: {errors}")
@@ -50,14 +50,14 @@ class Command(BaseCommand):
         Membership.objects.update_or_create(
             project=project, user=user, defaults={"role": Role.MAINTAINER}
         )
-        for definition in DEMO_TASKS:
+        for definition in DEMO_TASKS + DEMO_PIPELINES:
             Task.objects.update_or_create(
                 project=project,
                 slug=definition["slug"],
                 defaults={key: value for key, value in definition.items() if key != "slug"},
             )
         self.stdout.write(f"Demo project 'demo' with tasks: "
-                          f"{', '.join(t['slug'] for t in DEMO_TASKS)}")
+                          f"{', '.join(t['slug'] for t in DEMO_TASKS + DEMO_PIPELINES)}")
         # Development convenience: remember a generated password (owner-only file under var/)
         # so that every `make run` can print the login, not only the first.
         remembered = Path(settings.VAR_DIR) / f"{username}-password"
