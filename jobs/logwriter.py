@@ -1,31 +1,47 @@
 """Batched log ingestion: lines are buffered and written as a few LogChunk rows per flush
 (one bulk INSERT), never one INSERT per line.
 
-A chunk holds consecutive lines of one stream; `seq` is allocated in memory because an execution
-has one writer at a time (the holder of the current attempt). Output past the per-execution cap
-is dropped with one visible notice; over-long lines are cut with a marker.
+A chunk holds consecutive lines of one stream. Its `seq` is allocated in the database, in the
+same transaction as the INSERT, by an UPDATE that only matches while this attempt is the
+execution's current, running attempt: a stale worker's late lines are dropped (fenced) instead
+of colliding with the current attempt's, and seq order is commit order.
 
-In a worker (autocommit) the INSERTs run on a background thread with its own connection, so
+In a worker (autocommit) the writes run on a background thread with its own connection, so
 reading the process's output and writing to the database overlap; a small bounded queue keeps
 memory flat and slows the reader when the database falls behind. Inside a transaction (tests,
-callers holding one) rows written by another connection could not see the execution row, so
-the writes happen inline.
+callers holding one) another connection could not see the execution row, so writes are inline.
+
+Writing never raises into the reader: a failure is recorded, later lines are dropped, and
+`close()` reports it so the attempt can say its log is incomplete.
 """
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
 from collections import deque
 
 from django.conf import settings
-from django.db import connection
-from django.db.models import Max
+from django.db import connection, transaction
 from django.utils import timezone
 
-from runs.models import LogChunk, LogStream
+from runs.models import Execution, ExecutionStatus, LogChunk, LogStream
 from runs.secret_box import mask_secrets
+
+logger = logging.getLogger(__name__)
+
+
+def text_storable(text: str) -> str:
+    """Text every database accepts: no NUL characters, no lone surrogates."""
+    if "\x00" in text:
+        text = text.replace("\x00", "\ufffd")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "replace").decode("utf-8")
+    return text
 
 
 class LogWriter:
@@ -49,11 +65,6 @@ class LogWriter:
         self.max_line = settings.SWITCHYARD_LOG_MAX_LINE
         self.batch_lines = batch_lines or settings.SWITCHYARD_LOG_BATCH_LINES
         self.batch_seconds = batch_seconds or settings.SWITCHYARD_LOG_BATCH_SECONDS
-        if attempt == 1:
-            self.next_seq = 1  # the first attempt writes the first chunk; no query needed
-        else:
-            last = LogChunk.objects.filter(execution_id=execution_id).aggregate(m=Max("seq"))
-            self.next_seq = (last["m"] or 0) + 1
         # Segments of consecutive same-stream lines, in arrival order.
         self._segments: list[tuple[str, list[str]]] = []
         self._pending = 0
@@ -61,18 +72,19 @@ class LogWriter:
         self.bytes_written = 0
         self.lines_written = 0
         self.truncated = False
+        self.fenced = False  # this attempt is no longer current: nothing more is stored
+        self.error: str = ""  # why some lines could not be stored
         self.stderr_tail: deque[str] = deque(maxlen=tail_lines)
         self._threaded = not connection.in_atomic_block
-        self._queue: queue.Queue[list[LogChunk] | None] = queue.Queue(maxsize=4)
+        self._queue: queue.Queue[list[tuple[str, str, int]] | None] = queue.Queue(maxsize=4)
         self._writer: threading.Thread | None = None
-        self._writer_error: BaseException | None = None
 
     def add(self, stream: str, line: str) -> None:
         """Buffer one line (without its newline); flushes when the batch is full."""
+        if self.secret_values:  # before cutting, so a secret across the cut is still masked
+            line = mask_secrets(line, self.secret_values)
         if len(line) > self.max_line:
             line = f"{line[: self.max_line]} … [line cut: {len(line)} characters]"
-        if self.secret_values:
-            line = mask_secrets(line, self.secret_values)
         if stream == LogStream.STDERR:
             self.stderr_tail.append(line)
         if self.truncated:
@@ -97,14 +109,14 @@ class LogWriter:
         same cap, cut and masking rules as add(), applied per block instead of per line."""
         if not lines:
             return
+        if self.secret_values:
+            lines = mask_secrets("\n".join(lines), self.secret_values).split("\n")
         if self.truncated or max(map(len, lines)) > self.max_line:
             for line in lines:
                 self.add(stream, line)
             return
-        if self.secret_values:
-            lines = mask_secrets("\n".join(lines), self.secret_values).split("\n")
         if stream == LogStream.STDERR:
-            self.stderr_tail.extend(lines[-self.stderr_tail.maxlen:])
+            self.stderr_tail.extend(lines[-(self.stderr_tail.maxlen or 20):])
         size = sum(map(len, lines)) + len(lines)
         if self.bytes_written + size > self.max_bytes:
             for line in lines:  # the slow path finds the exact line where the cap falls
@@ -121,6 +133,8 @@ class LogWriter:
 
     def system(self, message: str) -> None:
         """A notice from Switchyard itself, always kept (kill, timeout, result problems)."""
+        if self.secret_values:
+            message = mask_secrets(message, self.secret_values)
         self._append(LogStream.SYSTEM, f"[switchyard] {message}")
         self.flush()
 
@@ -135,59 +149,75 @@ class LogWriter:
         return self._pending > 0 and time.monotonic() - self._last_flush >= self.batch_seconds
 
     def flush(self) -> None:
-        """Write buffered lines as one bulk INSERT (autocommit: lines show up immediately)."""
+        """Hand the buffered lines to the database (inline, or to the writer thread)."""
         self._last_flush = time.monotonic()
         if not self._segments:
             return
-        now = timezone.now()
-        rows = []
-        for stream, lines in self._segments:
-            rows.append(
-                LogChunk(
-                    execution_id=self.execution_id,
-                    attempt=self.attempt,
-                    seq=self.next_seq,
-                    stream=stream,
-                    text="\n".join(lines),
-                    line_count=len(lines),
-                    created_at=now,
-                )
-            )
-            self.next_seq += 1
-            self.lines_written += len(lines)
+        batch = [(stream, text_storable("\n".join(lines)), len(lines))
+                 for stream, lines in self._segments]
+        for _stream, _text, count in batch:
+            self.lines_written += count
         self._segments = []
         self._pending = 0
-        if not self._threaded:
-            LogChunk.objects.bulk_create(rows)
+        if self.fenced or self.error:
             return
-        if self._writer_error is not None:
-            raise self._writer_error
+        if not self._threaded:
+            self._store(batch)
+            return
         if self._writer is None:
             self._writer = threading.Thread(target=self._write_loop, daemon=True,
                                             name=f"logwriter-{self.execution_id}")
             self._writer.start()
-        self._queue.put(rows)
+        self._queue.put(batch)
+
+    def _store(self, batch: list[tuple[str, str, int]]) -> None:
+        if self.fenced or self.error:
+            return
+        try:
+            with transaction.atomic():
+                last = self._allocate(len(batch))
+                if last is None:
+                    self.fenced = True
+                    logger.info("execution %s attempt %s is no longer current; its late log "
+                                "lines are dropped", self.execution_id, self.attempt)
+                    return
+                now = timezone.now()
+                LogChunk.objects.bulk_create([
+                    LogChunk(execution_id=self.execution_id, attempt=self.attempt,
+                             seq=last - len(batch) + 1 + i, stream=stream, text=text,
+                             line_count=count, created_at=now)
+                    for i, (stream, text, count) in enumerate(batch)
+                ])
+        except Exception as exc:  # the reader must go on draining the pipes whatever happens
+            logger.exception("storing log lines of execution %s failed", self.execution_id)
+            self.error = f"{type(exc).__name__}: {exc}"[:300]
+
+    def _allocate(self, count: int) -> int | None:
+        table = connection.ops.quote_name(Execution._meta.db_table)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"UPDATE {table} SET last_log_seq = last_log_seq + %s "  # noqa: S608  no input
+                "WHERE id = %s AND attempt = %s AND status = %s RETURNING last_log_seq",
+                [count, self.execution_id, self.attempt, ExecutionStatus.RUNNING],
+            )
+            row = cursor.fetchone()
+        return row[0] if row else None
 
     def _write_loop(self) -> None:
         try:
             while True:
-                rows = self._queue.get()
-                if rows is None:
+                batch = self._queue.get()
+                if batch is None:
                     return
-                if self._writer_error is None:
-                    try:
-                        LogChunk.objects.bulk_create(rows)
-                    except BaseException as exc:  # reported by close(); keep draining
-                        self._writer_error = exc
+                self._store(batch)
         finally:
             connection.close()
 
-    def close(self) -> None:
-        """Flush what is buffered and wait until every chunk is stored."""
+    def close(self) -> str:
+        """Flush and wait until every chunk is stored. Returns why lines were lost, or ''."""
         self.flush()
         if self._writer is not None:
             self._queue.put(None)
             self._writer.join()
             self._writer = None
-        if self._writer_error is not None:
-            raise self._writer_error
+        return self.error

@@ -28,6 +28,11 @@ logger = logging.getLogger(__name__)
 _state = {"registered": False, "draining": False}
 
 
+def worker_draining() -> bool:
+    """True once this worker process got SIGTERM: it finishes its execution, starts none."""
+    return _state["draining"]
+
+
 def workers_alive(*, now: datetime | None = None) -> QuerySet[WorkerProcess]:
     """Workers whose heartbeat is recent enough to count as alive."""
     now = now or timezone.now()

@@ -1,8 +1,10 @@
 """The staff back office: every model registered; events and the audit log are read-only.
 
-Runs and executions are never edited here: their status moves only through `runs.transitions`,
-which the admin actions (cancel, pause, resume) call one object at a time, like the pages and
-the API do, so each move is locked, checked, and written with its event and audit row.
+Runs and executions are never edited here: their status moves only through `runs.transitions`
+and re-runs through `runs.services.run_rerun`, which the admin actions (cancel, pause, resume,
+re-run; approve and reject a pipeline stage) call one object at a time, like the pages and the
+API do, so each move is locked, checked, and written with its event and audit row. Staff act as
+maintainers, so they may decide any approval.
 """
 
 from __future__ import annotations
@@ -10,11 +12,15 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.db.models import QuerySet
 from django.http import HttpRequest
-from django.utils.html import format_html
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
 
-from runs.errors import ApplicationError
+from runs.errors import ApplicationError, NotFound
+from runs.forms import APPROVAL_COMMENT_MAX_LENGTH, RERUN_MODES, approval_comment
 from runs.models import (
     ApiToken,
     Attempt,
@@ -27,7 +33,15 @@ from runs.models import (
     Run,
     Task,
 )
-from runs.transitions import Actor, execution_cancel, run_cancel, run_pause, run_resume
+from runs.services import run_rerun
+from runs.transitions import (
+    Actor,
+    execution_approve,
+    execution_cancel,
+    run_cancel,
+    run_pause,
+    run_resume,
+)
 
 # One warning per refused object up to this many; the rest are counted in one more line, so
 # selecting a thousand ended runs does not bury the page in messages.
@@ -151,8 +165,10 @@ class ExecutionInline(admin.TabularInline):
     model = Execution
     extra = 0
     can_delete = False
-    fields = ["name", "status", "attempt", "worker", "exit_code", "outcome", "started_at",
-              "finished_at"]
+    # A pipeline's executions read as stage, iteration, step and matrix cell; a plain run's
+    # one execution leaves those blank.
+    fields = ["name", "stage", "iteration", "step", "matrix", "status", "attempt", "worker",
+              "exit_code", "outcome", "started_at", "finished_at"]
     readonly_fields = fields
     show_change_link = True
 
@@ -171,10 +187,11 @@ class RunAdmin(admin.ModelAdmin):
     # Status moves only through runs.transitions; the admin shows them, never edits them.
     readonly_fields = ["project", "task", "task_snapshot", "params", "status", "status_reason",
                        "trigger", "created_by", "idempotency_key", "created_at", "started_at",
-                       "finished_at", "last_event_seq", "page_link"]
+                       "finished_at", "deadline_at", "rerun_of", "rerun_mode",
+                       "pipeline_state", "last_event_seq", "page_link"]
     exclude = ["secret_params"]
     inlines = [ExecutionInline]
-    actions = ["cancel_runs", "pause_runs", "resume_runs"]
+    actions = ["cancel_runs", "pause_runs", "resume_runs", "rerun_runs_all", "rerun_runs_failed"]
 
     def has_add_permission(self, request, obj=None) -> bool:
         return False
@@ -210,6 +227,39 @@ class RunAdmin(admin.ModelAdmin):
         apply_to_each(self, request, self._targets(queryset), move,
                       verb="Resumed", noun="run", refused_text="not resumed")
 
+    @admin.action(description="Re-run selected runs (all)", permissions=["change"])
+    def rerun_runs_all(self, request: HttpRequest, queryset: QuerySet[Run]) -> None:
+        self._rerun(request, queryset, "all")
+
+    @admin.action(description="Re-run selected runs (failed only)", permissions=["change"])
+    def rerun_runs_failed(self, request: HttpRequest, queryset: QuerySet[Run]) -> None:
+        self._rerun(request, queryset, "failed")
+
+    def _rerun(self, request: HttpRequest, queryset: QuerySet[Run], mode: str) -> None:
+        created: list[tuple[int, int]] = []  # (old, new)
+
+        def move(pk: int, actor: Actor) -> str:
+            run = Run.objects.select_related("task").filter(pk=pk).first()
+            if run is None:
+                raise NotFound(f"Run {pk} no longer exists.")
+            new = run_rerun(run=run, mode=mode, actor=actor)
+            created.append((pk, new.pk))
+            return "done"
+
+        apply_to_each(self, request, self._targets(queryset), move,
+                      verb="Re-ran", noun="run",
+                      refused_text="not re-run")
+        if created:
+            # Links to the new runs' pages, where they are watched; bounded like the ids.
+            links = format_html_join(
+                ", ", '<a href="{}">run #{}</a> (of #{})',
+                ((reverse("run_detail", args=[new]), new, old)
+                 for old, new in created[:MAX_IDS_LISTED]))
+            more = len(created) - MAX_IDS_LISTED
+            self.message_user(request, format_html(
+                "New {} ({}): {}{}.", "runs" if len(created) > 1 else "run", RERUN_MODES[mode],
+                links, f" and {more} more" if more > 0 else ""), messages.SUCCESS)
+
     @admin.display(description="Run page")
     def page_link(self, obj: Run) -> str:
         return format_html('<a href="{}">timeline and logs</a>', obj.get_absolute_url())
@@ -228,14 +278,14 @@ class AttemptInline(admin.TabularInline):
 
 @admin.register(Execution)
 class ExecutionAdmin(admin.ModelAdmin):
-    list_display = ["id", "run", "name", "status", "attempt", "worker", "heartbeat_at",
-                    "exit_code"]
-    list_filter = ["status"]
-    search_fields = ["=id", "=run__id", "name", "worker"]
+    list_display = ["id", "run", "stage", "iteration", "step", "name", "status", "attempt",
+                    "worker", "heartbeat_at", "exit_code"]
+    list_filter = ["status", "stage"]
+    search_fields = ["=id", "=run__id", "name", "stage", "step", "worker"]
     list_select_related = ["run"]
     readonly_fields = [f.name for f in Execution._meta.fields]
     inlines = [AttemptInline]
-    actions = ["cancel_executions"]
+    actions = ["cancel_executions", "approve_executions", "reject_executions"]
 
     def has_add_permission(self, request, obj=None) -> bool:
         return False
@@ -253,6 +303,49 @@ class ExecutionAdmin(admin.ModelAdmin):
 
         apply_to_each(self, request, targets, move,
                       verb="Cancelled", noun="execution", refused_text="not cancelled")
+
+    @admin.action(description="Approve selected", permissions=["change"])
+    def approve_executions(self, request: HttpRequest, queryset: QuerySet[Execution]
+                           ) -> TemplateResponse | None:
+        return self._decide(request, queryset, approve=True)
+
+    @admin.action(description="Reject selected", permissions=["change"])
+    def reject_executions(self, request: HttpRequest, queryset: QuerySet[Execution]
+                          ) -> TemplateResponse | None:
+        return self._decide(request, queryset, approve=False)
+
+    def _decide(self, request: HttpRequest, queryset: QuerySet[Execution], *, approve: bool
+                ) -> TemplateResponse | None:
+        """First a page that lists what is decided and takes an optional comment (like
+        Django's delete confirmation); its submit comes back here with post=yes."""
+        action = "approve_executions" if approve else "reject_executions"
+        rows = list(queryset.order_by("pk").values_list("pk", "name", "run_id", "status"))
+        if request.POST.get("post") != "yes":
+            return TemplateResponse(request, "admin/runs/execution/approval_confirmation.html", {
+                **self.admin_site.each_context(request),
+                "opts": self.model._meta,
+                "title": "Approve stages" if approve else "Reject stages",
+                "approve": approve,
+                "action": action,
+                "rows": rows,
+                "waiting": sum(1 for row in rows if row[3] == "waiting_approval"),
+                "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+                "comment_max_length": APPROVAL_COMMENT_MAX_LENGTH,
+            })
+        comment, problem = approval_comment(request.POST)
+        if problem:
+            self.message_user(request, f"Nothing was decided. {problem}", messages.ERROR)
+            return None
+        targets = [(pk, f"Execution #{pk} ({name}) of run #{run_id}")
+                   for pk, name, run_id, _status in rows]
+
+        def move(pk: int, actor: Actor) -> str:
+            execution_approve(execution_id=pk, actor=actor, approve=approve, comment=comment)
+            return "done"
+
+        apply_to_each(self, request, targets, move, verb="Approved" if approve else "Rejected",
+                      noun="stage", refused_text="not approved" if approve else "not rejected")
+        return None
 
 
 @admin.register(Attempt)

@@ -1,9 +1,11 @@
-"""The run controls of the pages: cancel, pause and resume a run, cancel one execution.
+"""The run controls of the pages: cancel, pause, resume and re-run a run, cancel one execution,
+approve or reject a pipeline stage waiting for approval.
 
-Each is a plain POST form that works without JavaScript: POST, then 303 to the run page with a
-flash message. With htmx the form asks for confirmation first and gets HX-Redirect to that page.
-The state change itself is `runs.transitions`' (lock, ALLOWED table, event and audit row); which
-controls a page shows is `runs.views.run_controls`.
+Each is a plain POST form that works without JavaScript: POST, then 303 to the run page (for a
+re-run, the new run's page) with a flash message. With htmx the form asks for confirmation first
+and gets HX-Redirect to that page. The state change itself is `runs.transitions`' (lock, ALLOWED
+table, event and audit row) or `runs.services.run_rerun`'s; which controls a page shows is
+`runs.run_views.run_controls` and, for approvals, the role the stage names.
 """
 
 from __future__ import annotations
@@ -18,9 +20,9 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
-from runs import selectors, transitions
+from runs import selectors, services, transitions
 from runs.errors import Conflict, Forbidden
-from runs.forms import control_reason
+from runs.forms import RERUN_MODES, approval_comment, control_reason, rerun_mode
 from runs.models import Role
 from runs.views import View, actor_for, page
 
@@ -78,7 +80,7 @@ def _control_apply(request: HttpRequest, run_id: int, move: Callable[[], str]) -
     return _to_page(request, reverse("run_detail", args=[run_id]))
 
 
-def _reason_refused(request: HttpRequest, run_id: int, problem: str) -> HttpResponseBase:
+def _refused(request: HttpRequest, run_id: int, problem: str) -> HttpResponseBase:
     messages.error(request, problem)
     return _to_page(request, reverse("run_detail", args=[run_id]))
 
@@ -90,7 +92,7 @@ def run_cancel(request: HttpRequest, run_id: int) -> HttpResponseBase:
     run = selectors.run_get(request.user, run_id, minimum=Role.OPERATOR)
     reason, problem = control_reason(request.POST)
     if problem:
-        return _reason_refused(request, run.pk, problem)
+        return _refused(request, run.pk, problem)
 
     def move() -> str:
         done = transitions.run_cancel(run_id=run.pk, actor=actor_for(request), reason=reason)
@@ -136,7 +138,7 @@ def execution_cancel(request: HttpRequest, execution_id: int) -> HttpResponseBas
     run_id = execution.run_id
     reason, problem = control_reason(request.POST)
     if problem:
-        return _reason_refused(request, run_id, problem)
+        return _refused(request, run_id, problem)
 
     def move() -> str:
         done = transitions.execution_cancel(execution_id=execution.pk,
@@ -147,3 +149,57 @@ def execution_cancel(request: HttpRequest, execution_id: int) -> HttpResponseBas
                 "terminates it within a few seconds.")
 
     return _control_apply(request, run_id, move)
+
+
+@control
+def run_rerun(request: HttpRequest, run_id: int) -> HttpResponseBase:
+    """Re-run an ended run with the same parameters: mode "all", or "failed" to reuse what
+    succeeded and run only what failed or never ran. Lands on the new run's page."""
+    run = selectors.run_get(request.user, run_id, minimum=Role.OPERATOR)
+    mode, problem = rerun_mode(request.POST)
+    if problem:
+        return _refused(request, run.pk, problem)
+    try:
+        new = services.run_rerun(run=run, mode=mode, actor=actor_for(request))
+    except Conflict as exc:  # still going, nothing failed, or the task was disabled since
+        messages.error(request, exc.message)
+        return _to_page(request, reverse("run_detail", args=[run.pk]))
+    messages.success(request, f"Run #{new.pk} queued: a re-run ({RERUN_MODES[mode]}) of run "
+                     f"#{run.pk}.")
+    return _to_page(request, reverse("run_detail", args=[new.pk]))
+
+
+def _approval(request: HttpRequest, execution_id: int, *, approve: bool) -> HttpResponseBase:
+    """Approve or reject a stage waiting for approval. The stage names who may: an operator
+    (and above) or only a maintainer; a member below that gets 403, an outsider 404."""
+    execution = selectors.execution_get(request.user, execution_id)  # outsiders: 404
+    role = (execution.definition or {}).get("role", Role.OPERATOR)
+    if role not in Role.values:  # a gate always names one; anything else is not a gate
+        role = Role.MAINTAINER
+    selectors.require_role(request.user, execution.run.project, role)
+    run_id = execution.run_id
+    comment, problem = approval_comment(request.POST)
+    if problem:
+        return _refused(request, run_id, problem)
+
+    def move() -> str:
+        done = transitions.execution_approve(execution_id=execution.pk, actor=actor_for(request),
+                                             approve=approve, comment=comment)
+        if approve:
+            return f"Stage {done.stage} of run #{run_id} approved: the run continues."
+        return (f"Stage {done.stage} of run #{run_id} rejected: the stage failed, and the "
+                "pipeline's on_failure rule decides what happens next.")
+
+    return _control_apply(request, run_id, move)
+
+
+@control
+def execution_approve(request: HttpRequest, execution_id: int) -> HttpResponseBase:
+    """Approve a stage waiting for approval, with an optional comment."""
+    return _approval(request, execution_id, approve=True)
+
+
+@control
+def execution_reject(request: HttpRequest, execution_id: int) -> HttpResponseBase:
+    """Reject a stage waiting for approval, with an optional comment: the stage fails."""
+    return _approval(request, execution_id, approve=False)

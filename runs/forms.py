@@ -1,5 +1,6 @@
-"""Page input shaping: the launch form generated from a task's parameter schema, and the run
-list's filters read from a query string.
+"""Page input shaping: the launch form generated from a task's parameter schema, the run
+list's filters read from a query string, and the small inputs of the run controls (a cancel
+reason, an approval comment, a re-run mode).
 
 Parameter values are validated in one place, `runs.params` (shared with the API); this module only
 turns a schema plus submitted strings into what the launch template renders, and rejects the
@@ -175,3 +176,31 @@ def control_reason(data: Mapping[str, Any]) -> tuple[str, str]:
         return "", (f"The reason is {len(reason)} characters long; shorten it to "
                     f"{REASON_MAX_LENGTH} or fewer and try again.")
     return reason, ""
+
+
+# An approval's comment goes into the execution's result (JSON), the event message and the
+# audit row, none of which has a length limit; this bound keeps a pasted novel out of them.
+APPROVAL_COMMENT_MAX_LENGTH = 1000
+
+
+def approval_comment(data: Mapping[str, Any]) -> tuple[str, str]:
+    """(the optional comment of an approve/reject, an error message or '') from a form."""
+    comment = str(data.get("comment", "") or "").strip()
+    if "\x00" in comment:
+        return "", f"The comment {NUL_MESSAGE} and try again."
+    if len(comment) > APPROVAL_COMMENT_MAX_LENGTH:
+        return "", (f"The comment is {len(comment)} characters long; shorten it to "
+                    f"{APPROVAL_COMMENT_MAX_LENGTH} or fewer and try again.")
+    return comment, ""
+
+
+RERUN_MODES = {"all": "all", "failed": "failed only"}
+
+
+def rerun_mode(data: Mapping[str, Any]) -> tuple[str, str]:
+    """(the re-run mode, "all" when not given, or an error message) from a submitted form."""
+    mode = str(data.get("mode", "") or "all").strip()
+    if mode not in RERUN_MODES:
+        return "", (f"Unknown re-run mode {mode[:40]!r}: use the Re-run all or Re-run failed "
+                    "only button.")
+    return mode, ""

@@ -350,6 +350,9 @@ class Execution(models.Model):
     cancel_reason = models.CharField(max_length=300, blank=True)
     worker = models.CharField(max_length=200, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # The last allocated LogChunk.seq: allocated in the database by the current attempt only,
+    # so a stale worker's late log lines are fenced out like its late result.
+    last_log_seq = models.PositiveIntegerField(default=0)
     exit_code = models.IntegerField(null=True, blank=True)
     outcome = models.CharField(max_length=64, blank=True)
     error = models.TextField(blank=True)

@@ -487,6 +487,15 @@ def execution_claim(*, execution_id: int, worker: str, now: datetime | None = No
         if run_id is None:
             return None
         run = _lock_run(run_id)
+        if run.status == R.PAUSED:
+            # Paused after this was queued: give the slot back and wait for resume.
+            execution = Execution.objects.select_for_update().get(pk=execution_id)
+            if execution.status == E.QUEUED:
+                execution.waiting_reason = "waiting: the run is paused"
+                execution.save(update_fields=["waiting_reason"])
+                _execution_move(run, execution, E.PENDING, reason="", actor=SYSTEM, now=now,
+                                message=f"{execution.name}: not started, the run is paused.")
+            return None
         claimed = Execution.objects.filter(pk=execution_id, status=E.QUEUED).update(
             status=E.RUNNING,
             attempt=F("attempt") + 1,
@@ -650,7 +659,7 @@ def execution_stop_check(*, execution_id: int, attempt_number: int) -> str:
     return "cancel" if row["cancel_requested_at"] else "ok"
 
 
-def execution_requeue(*, execution_id: int, now: datetime) -> bool:
+def execution_requeue(*, execution_id: int, now: datetime, reason: str = "") -> bool:
     """Hand a queued execution that no worker claimed to the queue again. Safe even if the
     first message is still alive: whichever delivery claims first wins, the other no-ops."""
     from django_q.tasks import async_task
@@ -662,9 +671,10 @@ def execution_requeue(*, execution_id: int, now: datetime) -> bool:
         waited = int((now - execution.queued_at).total_seconds()) if execution.queued_at else 0
         execution.queued_at = now
         execution.save(update_fields=["queued_at"])
+        why = reason or f"no worker claimed it within {waited} s"
         event_append(run.pk, "execution.redelivered",
-                     f"{execution.name}: no worker claimed it within {waited} s; handed to the "
-                     "queue again.", now=now, execution_id=execution.pk)
+                     f"{execution.name}: {why}; handed to the queue again.", now=now,
+                     execution_id=execution.pk)
         async_task("jobs.tasks.execution_run", execution.pk,
                    task_name=f"execution-{execution.pk}", group=f"run-{run.pk}")
     return True

@@ -1,8 +1,9 @@
-"""End-user page routes (the pages of `runs.views`)."""
+"""End-user page routes: `runs.views` (projects, launch, run list), `runs.run_views` (the run
+page and its live poll) and `runs.control_views` (the POST controls)."""
 
 from django.urls import path, register_converter
 
-from runs import control_views, views
+from runs import control_views, run_views, views
 
 
 class IdConverter:
@@ -25,16 +26,21 @@ urlpatterns = [
     path("p/<slug:slug>/", views.project_detail, name="project_detail"),
     path("p/<slug:slug>/tasks/<slug:task_slug>/launch", views.task_launch, name="task_launch"),
     path("runs/", views.run_list, name="run_list"),
-    path("runs/<id:run_id>/", views.run_detail, name="run_detail"),
-    path("runs/<id:run_id>/live", views.run_live, name="run_live"),
+    path("runs/<id:run_id>/", run_views.run_detail, name="run_detail"),
+    path("runs/<id:run_id>/live", run_views.run_live, name="run_live"),
     path("runs/<id:run_id>/cancel", control_views.run_cancel, name="run_cancel"),
     path("runs/<id:run_id>/pause", control_views.run_pause, name="run_pause"),
     path("runs/<id:run_id>/resume", control_views.run_resume, name="run_resume"),
+    path("runs/<id:run_id>/rerun", control_views.run_rerun, name="run_rerun"),
     path("executions/<id:execution_id>/cancel", control_views.execution_cancel,
          name="execution_cancel"),
+    path("executions/<id:execution_id>/approve", control_views.execution_approve,
+         name="execution_approve"),
+    path("executions/<id:execution_id>/reject", control_views.execution_reject,
+         name="execution_reject"),
     path(
         "runs/<id:run_id>/executions/<id:execution_id>/log.txt",
-        views.execution_log,
+        run_views.execution_log,
         name="execution_log",
     ),
 ]

@@ -1,5 +1,6 @@
 // Switchyard pages: the little behaviour htmx does not cover. Pages work without this file;
-// it only makes them nicer (local times, a log that follows its tail).
+// it only makes them nicer (local times, a log that follows its tail, earlier pipeline
+// iterations folded away as new ones arrive).
 (function () {
   "use strict";
 
@@ -89,7 +90,25 @@
     localizeTimes(document);
   });
 
+  // A loop-back starts a stage again in a new iteration: collapse the earlier run of that
+  // stage, as a fresh page load draws it. Only once (data-collapsed), so a group the reader
+  // opens again stays open.
+  function collapseSuperseded() {
+    var latest = {};
+    var groups = document.querySelectorAll("details.stage-group[data-stage]");
+    groups.forEach(function (g) {
+      var n = Number(g.dataset.iteration);
+      latest[g.dataset.stage] = Math.max(latest[g.dataset.stage] || 0, n);
+    });
+    groups.forEach(function (g) {
+      if (g.dataset.collapsed || Number(g.dataset.iteration) >= latest[g.dataset.stage]) return;
+      g.open = false;
+      g.dataset.collapsed = "1";
+    });
+  }
+
   document.addEventListener("htmx:afterSettle", function () {
+    collapseSuperseded();
     document.querySelectorAll(".log").forEach(function (log) {
       trim(log);
       // A log that just appeared (a new execution) opens on its tail like the page does.

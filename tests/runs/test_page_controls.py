@@ -98,13 +98,16 @@ def test_a_paused_run_offers_resume_not_pause(client_for, run, personas):
     assert f'action="/runs/{run.pk}/cancel"' in page
 
 
-def test_an_ended_run_offers_no_controls(client_for, run):
+def test_an_ended_run_offers_only_a_rerun(client_for, run):
     client = client_for("bob")
     client.post(f"/runs/{run.pk}/cancel")
     assert status_of(run) == RunStatus.CANCELLED
     page = page_of(client, run)
     assert not CONTROL_FORM.search(page)
-    assert re.search(r'<section id="run-controls"[^>]*\bhidden>', page)
+    assert not re.search(r'<section id="run-controls"[^>]*\bhidden>', page)
+    assert f'action="/runs/{run.pk}/rerun"' in page and ">Re-run all<" in page
+    # One command has nothing that succeeded to reuse: "failed only" is for pipelines.
+    assert "Re-run failed only" not in page
 
 
 @pytest.mark.parametrize("name", ["carol", "mallory"])
@@ -413,12 +416,14 @@ def test_the_poll_resends_the_controls_only_when_they_change(client_for, run):
     assert 'id="run-controls"' not in live(client, run, "resume-cancel")
 
 
-def test_the_poll_hides_the_controls_once_the_run_has_ended(client_for, run):
+def test_the_poll_swaps_the_controls_for_rerun_once_the_run_has_ended(client_for, run):
     client = client_for("bob")
     client.post(f"/runs/{run.pk}/cancel")
     body = live(client, run, "pause-cancel")
-    assert re.search(r'<section id="run-controls"[^>]*hx-swap-oob="true"[^>]*\bhidden>', body)
+    assert re.search(r'<section id="run-controls"[^>]*hx-swap-oob="true"', body)
     assert not CONTROL_FORM.search(body)
+    assert f'action="/runs/{run.pk}/rerun"' in body
+    assert 'id="run-controls"' not in live(client, run, "rerun")
 
 
 def test_the_poll_keeps_execution_cancel_in_step(client_for, run):

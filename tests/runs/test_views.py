@@ -506,7 +506,7 @@ def test_live_poll_bad_cursors_are_a_400(client_for, hello_task, personas, query
 
 
 def test_run_page_shows_the_tail_of_a_long_log(client_for, hello_task, personas, monkeypatch):
-    monkeypatch.setattr("runs.views.LOG_TAIL_LINES", 3)
+    monkeypatch.setattr("runs.run_views.LOG_TAIL_LINES", 3)
     run = launch(hello_task, personas["bob"])
     execution_id, _attempt = start(run)
     add_log(execution_id, 1, "a1\na2")
@@ -607,7 +607,7 @@ def test_home_and_project_query_counts(client_for, hello_task, personas,
 
 def test_events_beyond_the_first_page_keep_the_poller_going(client_for, hello_task, personas,
                                                             monkeypatch):
-    monkeypatch.setattr("runs.views.FULL_EVENTS", 2)
+    monkeypatch.setattr("runs.run_views.FULL_EVENTS", 2)
     run = launch(hello_task, personas["bob"])
     execution_transition(execution_id=run.executions.get().pk, to=ExecutionStatus.CANCELLED)
     assert Run.objects.get(pk=run.pk).status == RunStatus.CANCELLED
