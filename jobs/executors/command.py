@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import json
@@ -168,69 +169,21 @@ def command_execute(ctx: ExecutionContext) -> Outcome:
     partial = {LogStream.STDOUT: b"", LogStream.STDERR: b""}
     max_partial = settings.SWITCHYARD_LOG_MAX_LINE * 4
 
-    started = time.monotonic()
-    deadline = started + timeout
-    stop_kind: str | None = None  # "timeout" or "stop"
-    kill_at: float | None = None
-    leader_exited_at: float | None = None
+    deadline = time.monotonic() + timeout
 
     def emit(stream: str, raw: bytes) -> None:
         log.add(stream, raw.decode("utf-8", errors="replace").rstrip("\r"))
 
-    while selector.get_map():
-        for key, _events in selector.select(timeout=0.1):
-            stream = key.data
-            data = os.read(key.fd, 65536)
-            if not data:
-                selector.unregister(key.fileobj)
-                if partial[stream]:
-                    emit(stream, partial[stream])
-                    partial[stream] = b""
-                continue
-            buffer = partial[stream] + data
-            cut = buffer.rfind(b"\n")
-            if cut >= 0:
-                # Decode the complete lines of this read in one go (a UTF-8 sequence split
-                # across reads stays in `partial` until its end arrives).
-                text = buffer[:cut].decode("utf-8", errors="replace")
-                partial[stream] = buffer[cut + 1 :]
-                log.add_lines(stream, text.replace("\r\n", "\n").split("\n"))
-            else:
-                partial[stream] = buffer
-            if len(partial[stream]) > max_partial:  # a huge line without newline
-                emit(stream, partial[stream])
-                partial[stream] = b""
-        if log.due():
-            log.flush()
-        now = time.monotonic()
-        if stop_kind is None:
-            if now >= deadline:
-                stop_kind = "timeout"
-                log.system(f"timed out after {timeout} s: sending SIGTERM to the process group")
-            elif ctx.stop.is_set():
-                stop_kind = "stop"
-                log.system(f"stopping ({ctx.stop_reason}): sending SIGTERM to the process group")
-            if stop_kind:
-                _signal_group(pgid, signal.SIGTERM)
-                kill_at = now + grace
-        elif kill_at is not None and now >= kill_at:
-            if _signal_group(pgid, signal.SIGKILL):
-                log.system(f"still running {grace:g} s after SIGTERM: sent SIGKILL")
-            kill_at = None
-        if leader_exited_at is None and proc.poll() is not None:
-            leader_exited_at = now
-            # Anything the command left running in its group dies with the attempt.
-            if _signal_group(pgid, signal.SIGKILL):
-                log.system("killed processes the command left running in its process group")
-        if leader_exited_at is not None and now - leader_exited_at > 2.0:
-            # A process that left the group still holds our pipes; stop reading.
-            log.system("stopped reading output held open by a process outside the group")
-            break
-    selector.close()
-    proc.stdout.close()
-    proc.stderr.close()
-    returncode = proc.wait()
-    _signal_group(pgid, signal.SIGKILL)
+    try:
+        returncode, stop_kind = _supervise(proc, pgid, selector, partial, max_partial, ctx,
+                                           deadline, timeout, grace, emit)
+    finally:
+        # Whatever happened above (even an exception), nothing of the command outlives the
+        # attempt.
+        _signal_group(pgid, signal.SIGKILL)
+        selector.close()
+        proc.stdout.close()
+        proc.stderr.close()
     log.flush()
 
     result, result_note = _read_result(ctx)
@@ -278,6 +231,72 @@ def command_execute(ctx: ExecutionContext) -> Outcome:
         error=error_truncate(error),
         result=result,
     )
+
+
+def _supervise(proc, pgid, selector, partial, max_partial, ctx, deadline, timeout, grace,
+               emit) -> tuple[int, str | None]:
+    """Read output until the command has exited and its pipes are drained, enforcing the
+    timeout and stop requests the whole time (also after the command closed its pipes)."""
+    log = ctx.log
+    stop_kind: str | None = None  # "timeout" or "stop"
+    kill_at: float | None = None
+    leader_exited_at: float | None = None
+    while selector.get_map() or proc.poll() is None:
+        events = []
+        if selector.get_map():
+            events = selector.select(timeout=0.1)
+        else:  # the command closed its pipes but runs on: keep the clock and stop checks
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=0.1)
+        for key, _events in events:
+            stream = key.data
+            data = os.read(key.fd, 65536)
+            if not data:
+                selector.unregister(key.fileobj)
+                if partial[stream]:
+                    emit(stream, partial[stream])
+                    partial[stream] = b""
+                continue
+            buffer = partial[stream] + data
+            cut = buffer.rfind(b"\n")
+            if cut >= 0:
+                # Decode the complete lines of this read in one go (a UTF-8 sequence split
+                # across reads stays in `partial` until its end arrives).
+                text = buffer[:cut].decode("utf-8", errors="replace")
+                partial[stream] = buffer[cut + 1 :]
+                log.add_lines(stream, text.replace("\r\n", "\n").split("\n"))
+            else:
+                partial[stream] = buffer
+            if len(partial[stream]) > max_partial:  # a huge line without newline
+                emit(stream, partial[stream])
+                partial[stream] = b""
+        if log.due():
+            log.flush()
+        now = time.monotonic()
+        if stop_kind is None:
+            if now >= deadline:
+                stop_kind = "timeout"
+                log.system(f"timed out after {timeout} s: sending SIGTERM to the process group")
+            elif ctx.stop.is_set():
+                stop_kind = "stop"
+                log.system(f"stopping ({ctx.stop_reason}): sending SIGTERM to the process group")
+            if stop_kind:
+                _signal_group(pgid, signal.SIGTERM)
+                kill_at = now + grace
+        elif kill_at is not None and now >= kill_at:
+            if _signal_group(pgid, signal.SIGKILL):
+                log.system(f"still running {grace:g} s after SIGTERM: sent SIGKILL")
+            kill_at = None
+        if leader_exited_at is None and proc.poll() is not None:
+            leader_exited_at = now
+            # Anything the command left running in its group dies with the attempt.
+            if _signal_group(pgid, signal.SIGKILL):
+                log.system("killed processes the command left running in its process group")
+        if leader_exited_at is not None and now - leader_exited_at > 2.0:
+            # A process that left the group still holds our pipes; stop reading.
+            log.system("stopped reading output held open by a process outside the group")
+            break
+    return proc.wait(), stop_kind
 
 
 def _read_result(ctx: ExecutionContext) -> tuple[Any, str]:

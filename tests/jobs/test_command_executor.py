@@ -218,3 +218,24 @@ def test_secret_parameters_are_masked_in_logs_and_never_stored_in_clear(run_comm
     assert run.params == {"token": "********"}
     assert "hunter2" not in json.dumps(list(run.events.values("message", "data")), default=str)
     assert "hunter2" not in run.secret_params
+
+
+def test_a_timeout_holds_after_the_command_closes_its_output(run_command):
+    run = run_command(["sh", "-c", "exec >/dev/null 2>&1; sleep 30"], timeout=1)
+    execution = run.executions.get()
+    assert execution.status == ExecutionStatus.TIMED_OUT
+
+
+def test_a_nul_byte_in_the_output_is_stored_and_the_command_still_ends(run_command):
+    run = run_command(["sh", "-c", "printf 'a\\0b\\n'; echo done"])
+    assert run.status == RunStatus.SUCCEEDED
+    text = log_text(run, "stdout")
+    assert "a\ufffdb" in text and "done" in text
+
+
+def test_a_result_with_nan_is_dropped_with_a_note(run_command):
+    run = run_command([PY, "-c", "open('result.json', 'w').write('{\"x\": NaN}')"])
+    execution = run.executions.get()
+    assert run.status == RunStatus.SUCCEEDED
+    assert execution.result is None
+    assert "NaN" in log_text(run, "system") or "NaN" in execution.error

@@ -235,8 +235,7 @@ def test_a_waiting_run_says_who_must_approve_and_offers_the_form_to_operators(pr
     assert form and int(form.group(1)) == gate.pk
     form = form.group(0)
     assert 'name="csrfmiddlewaretoken"' in form
-    assert '<textarea id="approval-{0}-comment" name="comment" rows="2" maxlength="1000"'.format(
-        gate.pk) in form
+    assert f'<textarea id="approval-{gate.pk}-comment" name="comment" rows="2" maxlength="1000"' in form
     assert f'formaction="/executions/{gate.pk}/reject"' in form
     assert form.count("hx-confirm=") == 2 and form.count("hx-post=") == 2
     assert strip_of(page)[1] == ("production", "Waiting for approval", "0/1", True)
