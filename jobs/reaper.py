@@ -8,6 +8,8 @@ and explains each repair as an event in the run's timeline.
 - approvals past their timeout: resolved as the stage says (reject by default);
 - runs past their deadline: stopped and ended timed_out;
 - runs whose executions have all ended but that are not terminal: settled (invariant 1);
+- command processes on this machine whose attempt is over (grandchildren of a dead worker):
+  killed (jobs.orphans);
 - then dispatch, which also starts retries whose backoff has elapsed.
 
 Runs as a periodic q2 schedule (every minute) and as `manage.py reap`; takes `now=` for tests.
@@ -24,6 +26,7 @@ from django.db.models import Count, Q
 from django.utils import timezone
 
 from jobs.dispatch import dispatch
+from jobs.orphans import orphans_kill
 from runs.models import EXECUTION_TERMINAL, RUN_TERMINAL, Execution, ExecutionStatus, Run
 from runs.transitions import (
     approval_expire,
@@ -42,6 +45,7 @@ class ReapReport:
     redelivered: int = 0
     deadlines: int = 0
     approvals_expired: int = 0
+    orphans_killed: int = 0
     repaired: int = 0
     dispatched: int = 0
 
@@ -95,6 +99,7 @@ def reap(*, now: datetime | None = None) -> ReapReport:
         if run_repair(run_id=run_id, now=now):
             report.repaired += 1
 
+    report.orphans_killed = orphans_kill()
     report.dispatched = dispatch(now=now)
     if any(v for k, v in report.as_dict().items() if k != "dispatched"):
         logger.info("reaper: %s", report.as_dict())

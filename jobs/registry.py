@@ -87,6 +87,9 @@ def on_worker_spawn(sender, proc_name: str | None = None, **kwargs) -> None:
     signal.signal(signal.SIGTERM, _drain)
     try:
         worker_register()
+        from jobs.orphans import orphans_kill
+
+        orphans_kill()  # leftovers of a worker that died on this machine before we started
     except Exception:
         logger.exception("worker registration failed; heartbeats will retry")
     finally:

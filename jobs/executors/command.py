@@ -28,6 +28,8 @@ from typing import Any
 from django.conf import settings
 
 from jobs.executors import ExecutionContext, Outcome, error_truncate
+from jobs.orphans import database_marker
+from jobs.worker import worker_id
 from runs.models import ExecutionStatus, LogStream
 from runs.secret_box import mask_secrets
 from runs.specs import PLACEHOLDER_RE
@@ -109,6 +111,9 @@ def command_env(ctx: ExecutionContext, spec: dict) -> dict[str, str]:
         "SWITCHYARD_RUN_ID": str(ctx.run_id),
         "SWITCHYARD_EXECUTION_ID": str(ctx.execution_id),
         "SWITCHYARD_ATTEMPT": str(ctx.attempt),
+        # Lets the orphan sweep (jobs.orphans) find what this attempt left behind.
+        "SWITCHYARD_WORKER": worker_id(),
+        "SWITCHYARD_DATABASE": database_marker(),
         "SWITCHYARD_PARAMS_FILE": str(ctx.workdir / "params.json"),
         "SWITCHYARD_RESULT_FILE": str(ctx.workdir / "result.json"),
         "SWITCHYARD_INPUT_FILE": str(ctx.workdir / "input.json"),

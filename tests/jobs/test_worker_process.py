@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings as django_settings
 
-from runs.models import LogChunk, Run, RunStatus
+from runs.models import Execution, LogChunk, Run, RunStatus
 from runs.services import run_launch
 from runs.transitions import Actor, execution_queue
 from tests.conftest import subprocess_env, wait_for
@@ -126,6 +126,58 @@ def test_the_command_dies_when_its_worker_process_is_killed(project, tmp_path):
         worker.wait(timeout=10)
         wait_for(lambda: not _alive(command_pid), timeout=10,
                  message="the command to die with its worker")
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_grandchildren_of_a_killed_worker_are_swept_by_the_reaper(project, tmp_path,
+                                                                   settings):
+    from jobs.reaper import reap
+
+    settings.SWITCHYARD_LEASE_SECONDS = 1
+    pidfile = tmp_path / "pids"
+    task = TaskFactory(
+        project=project, params_schema=[{"name": "pidfile", "type": "string"}],
+        spec={"argv": [PY, "-c",
+                       "import os, subprocess, sys, time\n"
+                       "c = subprocess.Popen(['sleep', '300'])\n"
+                       "open(sys.argv[1], 'w').write(f'{os.getpid()} {c.pid}')\n"
+                       "time.sleep(300)", "{{ pidfile }}"]},
+        timeout_seconds=600, retry_backoff=[600],
+    )
+    run, _ = run_launch(task=task, raw_params={"pidfile": str(pidfile)},
+                        actor=Actor(via="api", label="test"))
+    execution = run.executions.get()
+    if execution.status == "pending":
+        execution_queue(execution_id=execution.pk)
+    worker = subprocess.Popen(  # noqa: S603
+        [PY, "manage.py", "shell", "-c",
+         f"from jobs.tasks import execution_run; execution_run({execution.pk})"],
+        cwd=ROOT, env=subprocess_env(SWITCHYARD_WORK_ROOT=str(tmp_path / "work")),
+    )
+    try:
+        wait_for(lambda: pidfile.exists() and len(pidfile.read_text().split()) == 2,
+                 timeout=60, message="the command and its child to start")
+        command_pid, grandchild = (int(p) for p in pidfile.read_text().split())
+        os.kill(worker.pid, signal.SIGKILL)
+        worker.wait(timeout=10)
+        wait_for(lambda: not _alive(command_pid), timeout=10, message="the command to die")
+        assert _alive(grandchild)  # PDEATHSIG reaches only the direct child...
+
+        def swept() -> bool:
+            reap()
+            return not _alive(grandchild)
+
+        wait_for(swept, timeout=30, interval=0.5, message="the sweep to kill the grandchild")
+
+        def retried() -> bool:
+            reap()
+            return Execution.objects.get(pk=execution.pk).status == "pending"
+
+        # ...and once its lease expires, the lost attempt is retried.
+        wait_for(retried, timeout=30, interval=0.5, message="the lost attempt to be retried")
     finally:
         if worker.poll() is None:
             worker.kill()

@@ -14,7 +14,7 @@ import re
 import pytest
 from django.test import Client
 
-from runs.models import AuditLog, Event, Execution, ExecutionStatus, Run, RunStatus, Trigger
+from runs.models import Attempt, AuditLog, Event, Execution, ExecutionStatus, Run, RunStatus, Trigger
 from runs.services import run_rerun
 from tests.factories import TaskFactory
 from tests.runs.test_pipelines import BOB, demo, drive, launch
@@ -113,8 +113,9 @@ def test_a_new_pipeline_run_shows_its_stages_with_the_first_one_current(project,
                                                                         client_for):
     run = launch(demo(project, "agent-pipeline"), qa_fails="once")
     page = page_of(client_for("carol"), run)
+    # A stage whose executions exist is under way, even before a worker took one.
     assert strip_of(page) == [
-        ("dev", "Pending", "0/1", True),
+        ("dev", "Running", "0/1", True),
         ("qa", "Pending", "0/1", False),
         ("sec", "Pending", "0/1", False),
         ("docs", "Pending", "0/1", False),
@@ -157,7 +158,7 @@ def test_a_matrix_stage_shows_each_cells_values(project, personas, client_for):
     assert sorted((p, v) for _a, p, _b, v in cells) == sorted(
         (p, v) for p in ("home", "pricing", "docs") for v in ("desktop", "phone"))
     assert all(a == "page" and b == "viewport" for a, _p, b, _v in cells)
-    assert strip_of(page) == [("capture", "Pending", "0/6", True)]
+    assert strip_of(page) == [("capture", "Running", "0/6", True)]
 
     run = drive(run)
     page = page_of(client_for("carol"), run)
@@ -183,7 +184,7 @@ def test_the_live_poll_refreshes_the_progress_and_adds_the_next_stages(project, 
     body = poll(client, run, page)
     assert re.search(r'<section id="run-progress"[^>]*hx-swap-oob="true"', body)
     assert strip_of(body)[:2] == [("dev", "Succeeded", "1/1", False),
-                                  ("qa", "Pending", "0/1", True)]
+                                  ("qa", "Running", "0/1", True)]
     assert re.search(r'<span class="stage-group-state" id="group-0-1-state" '
                      r'hx-swap-oob="true">', body)
     # The qa stage is new to the page: it comes as a whole group, appended.
@@ -477,8 +478,10 @@ def test_rerun_failed_only_from_the_page(project, personas, client_for):
     assert re.search(rf'<a href="/runs/{new.pk}/">Run #{new.pk}</a> <span class="muted">'
                      r'\(failed only\)</span>', old_page)
 
+    # The page=b cells fail by design, so they fail again; only they ran.
     new = drive(new)
-    assert new.status == RunStatus.SUCCEEDED
+    assert new.status == RunStatus.FAILED
+    assert Attempt.objects.filter(execution__run=new).count() == 2
 
 
 def test_rerun_all_from_the_page(project, personas, client_for):
@@ -541,14 +544,15 @@ def _counts(client: Client, run: Run, django_assert_num_queries, page_queries: i
 def test_the_pipeline_page_query_count_does_not_grow_with_executions(
         project, personas, client_for, django_assert_num_queries):
     client = client_for("carol")
-    # Ended: session, user, run, executions, attempts, log tails, events, role, re-runs.
+    # Ended: session, user, run, role (run_get), executions, attempts, role (controls and
+    # approvals), log tails, events, re-runs.
     small = drive(launch(demo(project, "agent-pipeline"), qa_fails="never"))  # 4 executions
-    _counts(client, small, django_assert_num_queries, 9, 9)
+    _counts(client, small, django_assert_num_queries, 10, 10)
     large = drive(launch(demo(project, "agent-pipeline"), qa_fails="always"))  # 8 executions
     assert large.executions.count() == 8
-    _counts(client, large, django_assert_num_queries, 9, 9)
+    _counts(client, large, django_assert_num_queries, 10, 10)
     matrix = drive(launch(demo(project, "visual-batch")))  # 6 executions in one stage
-    _counts(client, matrix, django_assert_num_queries, 9, 9)
+    _counts(client, matrix, django_assert_num_queries, 10, 10)
 
 
 def test_a_running_pipeline_page_query_count_is_fixed(project, personas, client_for,
@@ -557,6 +561,6 @@ def test_a_running_pipeline_page_query_count_is_fixed(project, personas, client_
     # wait, "no worker alive" included).
     client = client_for("bob")
     few = launch(demo(project, "deploy"))  # 1 pending execution
-    _counts(client, few, django_assert_num_queries, 9, 9)
+    _counts(client, few, django_assert_num_queries, 10, 10)
     many = launch(demo(project, "visual-batch"))  # 6 pending executions
-    _counts(client, many, django_assert_num_queries, 9, 9)
+    _counts(client, many, django_assert_num_queries, 10, 10)
