@@ -187,6 +187,14 @@ SWITCHYARD_CALLABLE_MODULES = env_list("SWITCHYARD_CALLABLE_MODULES", ["jobs.bui
 # Run commands inside bubblewrap (read-only root, only the working directory writable, no
 # network unless the task allows it) when bwrap is installed. A task can also ask for it.
 SWITCHYARD_BWRAP = env_bool("SWITCHYARD_BWRAP", False)
+# How often some worker runs the reaper (lease expiry, retries due, deadlines, approvals).
+SWITCHYARD_REAP_SECONDS = env_float("SWITCHYARD_REAP_SECONDS", 15.0, minimum=1.0)
+if SWITCHYARD_LEASE_SECONDS < 3 * SWITCHYARD_HEARTBEAT_SECONDS:
+    raise ImproperlyConfigured(
+        "SWITCHYARD_LEASE_SECONDS must be at least 3 x SWITCHYARD_HEARTBEAT_SECONDS, or healthy "
+        f"runs get reaped (lease {SWITCHYARD_LEASE_SECONDS:g} s, heartbeat "
+        f"{SWITCHYARD_HEARTBEAT_SECONDS:g} s)"
+    )
 # How often the stop check (cancel requests) runs while a command executes.
 SWITCHYARD_STOP_CHECK_SECONDS = env_float("SWITCHYARD_STOP_CHECK_SECONDS", 1.0, minimum=0.05)
 

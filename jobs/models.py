@@ -25,3 +25,14 @@ class WorkerProcess(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class ReaperTick(models.Model):
+    """One row: when the reaper last ran. Workers' registry threads run the reaper when this is
+    older than SWITCHYARD_REAP_SECONDS, claiming the tick with a conditional UPDATE so that one
+    worker runs each pass. Busy workers still tick: the registry thread is not a q2 task."""
+
+    last_run_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"reaper last ran at {self.last_run_at}"

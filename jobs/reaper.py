@@ -12,7 +12,9 @@ and explains each repair as an event in the run's timeline.
   killed (jobs.orphans);
 - then dispatch, which also starts retries whose backoff has elapsed.
 
-Runs as a periodic q2 schedule (every minute) and as `manage.py reap`; takes `now=` for tests.
+Runs every SWITCHYARD_REAP_SECONDS from the workers' registry threads (reap_if_due: one worker
+wins each tick, and busy workers still tick), as a minute q2 schedule as a fallback, and as
+`manage.py reap`; takes `now=` for tests.
 """
 
 from __future__ import annotations
@@ -104,3 +106,18 @@ def reap(*, now: datetime | None = None) -> ReapReport:
     if any(v for k, v in report.as_dict().items() if k != "dispatched"):
         logger.info("reaper: %s", report.as_dict())
     return report
+
+
+def reap_if_due(*, now: datetime | None = None) -> ReapReport | None:
+    """Run a reaper pass if none ran in the last SWITCHYARD_REAP_SECONDS, anywhere. Called by
+    every worker's registry thread; the conditional UPDATE lets exactly one of them win."""
+    from jobs.models import ReaperTick
+
+    now = now or timezone.now()
+    due = now - timedelta(seconds=settings.SWITCHYARD_REAP_SECONDS)
+    won = ReaperTick.objects.filter(pk=1, last_run_at__lt=due).update(last_run_at=now)
+    if not won:
+        _tick, created = ReaperTick.objects.get_or_create(pk=1, defaults={"last_run_at": now})
+        if not created:
+            return None
+    return reap(now=now)

@@ -63,12 +63,16 @@ def worker_stopped() -> None:
 
 
 def _beat_forever(interval: float) -> None:
+    from jobs.reaper import reap_if_due
+
     while True:
         threading.Event().wait(interval)
         try:
             worker_seen()
+            if not _state["draining"]:
+                reap_if_due()
         except Exception:  # a database blip must not kill the thread; next beat retries
-            logger.exception("worker heartbeat failed")
+            logger.exception("worker heartbeat or reaper pass failed")
             connection.close()
 
 

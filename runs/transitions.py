@@ -396,27 +396,34 @@ def execution_queue(*, execution_id: int, now: datetime | None = None) -> bool:
     """pending -> queued and hand the execution to the worker queue, atomically.
 
     Admission (under the run lock, then a per-key lock): the run is queued or running, the
-    backoff time has come, the run's parallelism ceiling and the concurrency key's limit have
-    room. When it cannot start, the reason is stored on the execution for people to see.
+    backoff time has come, the stage's and the run's parallelism ceilings and the concurrency
+    key's limit have room. When it cannot start, the reason is stored on the execution for
+    people to see.
 
     With the ORM broker the q2 message row is inserted in this same transaction, so either both
     the status and the message exist or neither does. Returns True if queued.
     """
+    return execution_admit(execution_id=execution_id, now=now) == "queued"
+
+
+def execution_admit(*, execution_id: int, now: datetime | None = None) -> str:
+    """execution_queue, telling why not: "queued", "key" (its concurrency key is full),
+    "run" (the run or stage is at its parallelism ceiling) or "skip" (not admissible now)."""
     from django_q.tasks import async_task
 
     now = now or timezone.now()
     with transaction.atomic():
         run, execution = _lock_execution(execution_id)
         if execution.status != E.PENDING or run.status not in (R.QUEUED, R.RUNNING):
-            return False
+            return "skip"
         if execution.not_before and execution.not_before > now:
-            return False
-        blocked = _admission_blocker(run, execution)
+            return "skip"
+        blocked, which = _admission_blocker(run, execution)
         if blocked:
             if execution.waiting_reason != blocked:
                 execution.waiting_reason = blocked
                 execution.save(update_fields=["waiting_reason"])
-            return False
+            return which
         if execution.waiting_reason:
             execution.waiting_reason = ""
             execution.save(update_fields=["waiting_reason"])
@@ -428,14 +435,15 @@ def execution_queue(*, execution_id: int, now: datetime | None = None) -> bool:
             task_name=f"execution-{execution.pk}",
             group=f"run-{run.pk}",
         )
-    return True
+    return "queued"
 
 
 SLOT_STATUSES = (E.QUEUED, E.RUNNING)
 
 
-def _admission_blocker(run: Run, execution: Execution) -> str:
-    """Why the execution cannot take a slot now ('' if it can). Call with the run locked."""
+def _admission_blocker(run: Run, execution: Execution) -> tuple[str, str]:
+    """(why the execution cannot take a slot now, "run" or "key"), or ("", "") if it can.
+    Call with the run locked."""
     stage_limit = int((execution.definition or {}).get("stage_max_parallel") or 0)
     if stage_limit:
         busy = run.executions.filter(stage_index=execution.stage_index,
@@ -443,24 +451,26 @@ def _admission_blocker(run: Run, execution: Execution) -> str:
                                      status__in=SLOT_STATUSES).count()
         if busy >= stage_limit:
             return (f"waiting: stage {execution.stage} already has {busy} of {stage_limit} "
-                    "executions running (max_parallel)")
+                    "executions running (max_parallel)", "run")
     max_parallel = int(run.task_snapshot.get("max_parallel") or 0)
     if max_parallel:
         busy = run.executions.filter(status__in=SLOT_STATUSES).count()
         if busy >= max_parallel:
-            return f"waiting: this run already has {busy} of {max_parallel} executions running"
+            return (f"waiting: this run already has {busy} of {max_parallel} executions "
+                    "running", "run")
     key = execution.concurrency_key
     if not key:
-        return ""
+        return "", ""
     _lock_key(key)
     holders = list(
         Execution.objects.filter(concurrency_key=key, status__in=SLOT_STATUSES)
         .order_by("queued_at", "id").values_list("run_id", flat=True)[:5]
     )
     if len(holders) < execution.concurrency_limit:
-        return ""
+        return "", ""
     held = ", ".join(f"run {r}" for r in holders)
-    return (f"waiting for slot {key} (limit {execution.concurrency_limit}), held by {held}")
+    return (f"waiting for slot {key} (limit {execution.concurrency_limit}), held by {held}",
+            "key")
 
 
 def _lock_key(key: str) -> None:
