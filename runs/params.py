@@ -22,7 +22,7 @@ PARAM_TYPES = ("string", "text", "integer", "number", "boolean", "choice", "secr
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 _KNOWN_KEYS = {
     "name", "type", "label", "help", "required", "default", "min", "max",
-    "min_length", "max_length", "regex", "choices",
+    "min_length", "max_length", "regex", "choices", "allow_leading_dash",
 }  # fmt: skip
 MAX_STRING = 10_000
 MAX_TEXT = 1_000_000
@@ -87,7 +87,7 @@ def schema_errors(schema: Any) -> dict[str, list[str]]:
                     re.compile(field["regex"])
                 except re.error as exc:
                     add(f"{where}.regex", f"not a valid regular expression: {exc}")
-        for key in ("required",):
+        for key in ("required", "allow_leading_dash"):
             if key in field and not isinstance(field[key], bool):
                 add(f"{where}.{key}", f"'{key}' must be true or false")
         if "default" in field and where not in errors and f"{where}.choices" not in errors:
@@ -97,6 +97,14 @@ def schema_errors(schema: Any) -> dict[str, list[str]]:
             if kind == "secret":
                 add(f"{where}.default", "a secret parameter cannot have a default")
     return errors
+
+
+def _encodable(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
 
 
 def _is_number(value: Any) -> bool:
@@ -111,6 +119,8 @@ def _coerce(field: dict, value: Any, *, from_form: bool) -> tuple[Any, str | Non
             return None, "must be a string"
         if "\x00" in value:  # no program argument or database text can hold a NUL byte
             return None, "must not contain NUL characters"
+        if not _encodable(value):
+            return None, "must be valid Unicode text (it contains a lone surrogate)"
         if kind == "string" and ("\n" in value or "\r" in value) and from_form:
             # A single-line input cannot produce newlines; normalise pasted CRLF away.
             value = value.replace("\r", "").replace("\n", " ")
@@ -152,7 +162,11 @@ def _coerce(field: dict, value: Any, *, from_form: bool) -> tuple[Any, str | Non
         if not isinstance(number, int) or isinstance(number, bool):
             return None, "must be a whole number"
     else:
-        if not _is_number(number) or not math.isfinite(number):
+        try:
+            finite = _is_number(number) and math.isfinite(number)
+        except OverflowError:  # an integer too large for a float
+            finite = False
+        if not finite:
             return None, "must be a finite number"
     if "min" in field and number < field["min"]:
         return None, f"must be at least {field['min']}"
@@ -210,3 +224,24 @@ def params_redacted(schema: list[dict], values: dict[str, Any]) -> dict[str, Any
     """The values as they may be shown and stored in plain text: secrets masked."""
     secrets = secret_names(schema)
     return {name: ("********" if name in secrets else value) for name, value in values.items()}
+
+
+def leading_dash_errors(argv_templates: list[str], schema: list[dict],
+                        values: dict[str, Any]) -> dict[str, list[str]]:
+    """A value that is a whole program argument and starts with '-' would be read as an option
+    (`ssh -oProxyCommand=...`): refused unless the parameter sets allow_leading_dash."""
+    from runs.specs import PLACEHOLDER_RE
+
+    allowed = {f["name"] for f in schema if f.get("allow_leading_dash")}
+    errors: dict[str, list[str]] = {}
+    for template in argv_templates[1:]:
+        match = PLACEHOLDER_RE.fullmatch(template.strip())
+        if not match:
+            continue
+        name = match.group(1)
+        value = values.get(name)
+        if isinstance(value, str) and value.startswith("-") and name not in allowed:
+            errors.setdefault(name, []).append(
+                "must not start with '-': the program would read it as an option (a "
+                "maintainer can set allow_leading_dash on this parameter)")
+    return errors

@@ -46,7 +46,7 @@ FAILED = (E.FAILED, E.TIMED_OUT)
 
 
 def pipeline_spec_errors(spec: Any, *, declared: set[str], project_id: int | None,
-                         add, placeholders) -> None:
+                         add, placeholders, secret: set[str] | None = None) -> None:
     """Add an error per offending field path (spec.stages[1].on_failure.goto, ...)."""
     if set(spec) - {"stages"}:
         add("spec", f"unknown keys {sorted(set(spec) - {'stages'})}; a pipeline spec has "
@@ -158,6 +158,10 @@ def pipeline_spec_errors(spec: Any, *, declared: set[str], project_id: int | Non
                     for k, arg in enumerate(argv):
                         for ref in sorted(placeholders(arg) - known):
                             add(f"{sw}.command[{k}]", f"refers to unknown {{{{ {ref} }}}}")
+                        for ref in sorted(placeholders(arg) & (secret or set())):
+                            add(f"{sw}.command[{k}]", f"cannot use the secret parameter "
+                                f"{ref!r} in an argument; use $SWITCHYARD_PARAM_"
+                                f"{ref.upper()} instead")
             params = step.get("params", {})
             if not isinstance(params, dict):
                 add(f"{sw}.params", "must map parameter names to values")

@@ -25,8 +25,15 @@ TOKEN_PREFIX = "sy_"  # noqa: S105  a public marker, not a secret
 
 
 def _fingerprint(task: Task, raw_params: Any) -> str:
+    # Keyed (HMAC), because the request may hold secret values: a stored plain hash of a weak
+    # secret could be guessed offline.
+    import hmac
+
+    from django.conf import settings
+
     body = json.dumps({"task": task.pk, "params": raw_params}, sort_keys=True, default=str)
-    return hashlib.sha256(body.encode()).hexdigest()
+    key = hashlib.sha256(b"switchyard.idempotency:" + settings.SECRET_KEY.encode()).digest()
+    return hmac.new(key, body.encode(), hashlib.sha256).hexdigest()
 
 
 def run_launch(
@@ -56,6 +63,10 @@ def run_launch(
         raise Conflict(f"Task {task.slug!r} is disabled; ask a maintainer to enable it.")
     schema = task.params_schema
     clean, errors = params_validate(schema, raw_params, from_form=from_form)
+    if not errors and task.kind == "command":
+        from runs.params import leading_dash_errors
+
+        errors = leading_dash_errors(task.spec.get("argv") or [], schema, clean)
     if errors:
         raise InvalidInput("Some parameters are invalid; see the errors per field.",
                            fields=errors)

@@ -38,9 +38,22 @@ def task_definition_errors(
     def add(where: str, message: str) -> None:
         errors.setdefault(where, []).append(message)
 
+    secret = (
+        {f.get("name") for f in params_schema if isinstance(f, dict) and f.get("type") == "secret"}
+        if isinstance(params_schema, list)
+        else set()
+    )
+
     def check_refs(where: str, text: str) -> None:
         for name in sorted(placeholders(text) - declared):
             add(where, f"refers to {{{{ {name} }}}} but the task has no parameter {name!r}")
+        # Secrets reach a program only through its environment or files: an argument is
+        # readable by every local user in /proc/*/cmdline, and keys and URLs are shown.
+        if where.startswith(("spec.argv", "concurrency_key", "spec.url")) or (
+                ".command[" in where):
+            for name in sorted(placeholders(text) & secret):
+                add(where, f"cannot use the secret parameter {name!r}; pass it through the "
+                    f"environment ($SWITCHYARD_PARAM_{name.upper()}) or params.json instead")
 
     if not isinstance(spec, dict):
         add("spec", "must be an object")
@@ -76,7 +89,7 @@ def task_definition_errors(
         from runs.pipelines import pipeline_spec_errors
 
         pipeline_spec_errors(spec, declared=declared, project_id=project_id, add=add,
-                             placeholders=placeholders)
+                             placeholders=placeholders, secret=secret)
     else:
         add("kind", f"unknown task kind {kind!r}")
     return errors
@@ -120,7 +133,7 @@ def _command_errors(spec: dict, add, check_refs) -> None:
         add("spec.exit_codes", 'must map exit codes to outcomes, e.g. {"2": "changed"}')
     else:
         for code, outcome in codes.items():
-            if not str(code).lstrip("-").isdigit() or not -255 <= int(code) <= 255:
+            if not re.fullmatch(r"-?[0-9]{1,3}", str(code)) or not -255 <= int(code) <= 255:
                 add(f"spec.exit_codes.{code}", "is not an exit code (-255 to 255)")
             if not isinstance(outcome, str) or not re.match(r"^[a-z_]{1,40}$", outcome):
                 add(f"spec.exit_codes.{code}", "the outcome must be a lowercase word")

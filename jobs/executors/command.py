@@ -77,8 +77,15 @@ def sandbox_argv(argv: list[str], ctx: ExecutionContext, spec: dict) -> list[str
     workdir = str(ctx.workdir)
     # No tmpfs over /tmp: the interpreter or tools may live under /tmp (a CI checkout, say) and
     # must stay visible. /tmp is read-only like the rest; TMPDIR points at the working dir.
-    wrapped = [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
-               "--bind", workdir, workdir, "--chdir", workdir,
+    # Empty tmpfs over the other attempts' working directories (their params.json holds
+    # decrypted secrets) and over var/ (the secret key), then this attempt's own directory.
+    # Outer directories first: a tmpfs mounted later over a parent would hide an inner one.
+    covered = sorted({str(settings.SWITCHYARD_WORK_ROOT), str(settings.VAR_DIR)},
+                     key=lambda p: p.count("/"))
+    hidden = [arg for path in covered for arg in ("--tmpfs", path)]
+    read_only = [arg for path in covered for arg in ("--remount-ro", path)]
+    wrapped = [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", *hidden,
+               "--bind", workdir, workdir, *read_only, "--chdir", workdir,
                "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--die-with-parent"]
     if not spec.get("network", False):
         wrapped.append("--unshare-net")
@@ -138,6 +145,13 @@ def command_execute(ctx: ExecutionContext) -> Outcome:
     spec = ctx.snapshot["spec"]
     timeout = int(ctx.snapshot.get("timeout_seconds") or settings.SWITCHYARD_DEFAULT_TIMEOUT)
     grace = settings.SWITCHYARD_KILL_GRACE
+    from runs.params import leading_dash_errors
+
+    dash = leading_dash_errors(spec["argv"], ctx.snapshot.get("params_schema") or [], ctx.params)
+    if dash:
+        message = "; ".join(f"{k}: {', '.join(v)}" for k, v in dash.items())
+        ctx.log.system(f"refused to start: {message}")
+        return Outcome(status=ExecutionStatus.FAILED, outcome="not_started", error=message)
     argv = [render(arg, ctx.params) for arg in spec["argv"]]
     (ctx.workdir / "params.json").write_text(json.dumps(ctx.params))
     (ctx.workdir / "params.json").chmod(0o600)

@@ -25,7 +25,10 @@ BODY_KEEP = 64 * 1024
 def _render(template: str, params: dict, *, url: bool = False) -> str:
     def value(match) -> str:
         text = param_text(params.get(match.group(1), ""))
-        return quote(text, safe="") if url else text
+        if not url:
+            return text
+        # Dots too: a value of ".." must not climb out of the path the task fixed.
+        return quote(text, safe="").replace(".", "%2E")
 
     return PLACEHOLDER_RE.sub(value, template)
 

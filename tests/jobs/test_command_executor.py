@@ -11,6 +11,7 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
+from jobs.tasks import execution_run
 from runs.models import Attempt, ExecutionStatus, LogChunk, RunStatus
 from tests.conftest import wait_for
 from tests.jobs.conftest import log_text
@@ -29,7 +30,8 @@ def test_a_hostile_parameter_reaches_the_program_as_one_literal_argument(run_com
     run = run_command(
         [PY, "-c", ARGV_TO_RESULT, "{{ value }}", "prefix-{{ value }}"],
         params={"value": value},
-        schema=[{"name": "value", "type": "text"}],
+        # Opting in to leading dashes: this test is about one literal argument each.
+        schema=[{"name": "value", "type": "text", "allow_leading_dash": True}],
     )
     assert run.status == RunStatus.SUCCEEDED
     assert run.executions.get().result == [value, f"prefix-{value}"]
@@ -239,3 +241,49 @@ def test_a_result_with_nan_is_dropped_with_a_note(run_command):
     assert run.status == RunStatus.SUCCEEDED
     assert execution.result is None
     assert "NaN" in log_text(run, "system") or "NaN" in execution.error
+
+
+def test_a_value_that_would_be_read_as_an_option_is_refused(api_for, project):
+    from tests.factories import TaskFactory
+
+    TaskFactory(project=project, slug="ping", spec={"argv": ["ssh", "{{ node }}", "uptime"]},
+                params_schema=[{"name": "node", "type": "string"}])
+    response = api_for("bob").post("/api/projects/demo/tasks/ping/runs",
+                                   {"params": {"node": "-oProxyCommand=touch /tmp/pwned"}})
+    assert response.status_code == 422
+    assert "would read it as an option" in response.json()["error"]["fields"]["node"][0]
+
+
+def test_a_pipeline_step_cannot_smuggle_an_option_either(project):
+    from jobs.dispatch import dispatch
+    from runs.services import run_launch
+    from runs.transitions import Actor
+    from tests.factories import TaskFactory
+
+    TaskFactory(project=project, slug="ping", spec={"argv": ["echo", "{{ node }}"]},
+                params_schema=[{"name": "node", "type": "string"}])
+    pipeline = TaskFactory(
+        project=project, kind="pipeline", params_schema=[{"name": "n", "type": "string"}],
+        spec={"stages": [{"name": "s", "steps": [
+            {"name": "p", "task": "ping", "params": {"node": "{{ n }}"}}]}]})
+    run, _ = run_launch(task=pipeline, raw_params={"n": "--evil"},
+                        actor=Actor(via="api", label="t"))
+    dispatch()
+    execution_run(run.executions.get().pk)
+    execution = run.executions.get()
+    assert execution.status == ExecutionStatus.FAILED
+    assert "would read it as an option" in execution.error
+
+
+def test_secret_parameters_cannot_be_used_in_arguments_keys_or_urls(project):
+    from django.core.exceptions import ValidationError
+
+    from tests.factories import TaskFactory
+
+    schema = [{"name": "token", "type": "secret"}]
+    for fields in ({"spec": {"argv": ["curl", "{{ token }}"]}},
+                   {"spec": {"argv": ["true"]}, "concurrency_key": "k:{{ token }}"},
+                   {"kind": "http", "spec": {"url": "http://h/x?k={{ token }}"}}):
+        task = TaskFactory.build(project=project, params_schema=schema, **fields)
+        with pytest.raises(ValidationError, match="cannot use the secret parameter"):
+            task.full_clean()

@@ -104,7 +104,7 @@ def test_an_http_task_sends_the_request_and_keeps_the_response(project, http_ser
     result = run.executions.get().result
     assert result["status_code"] == 200
     echoed = json.loads(result["body"])
-    assert echoed["path"] == "/hooks/a%20b%2F..%2Fc"  # the parameter stays inside the path
+    assert echoed["path"] == "/hooks/a%20b%2F%2E%2E%2Fc"  # the value stays inside the path
     assert http_server.received[0]["X-Token"] == "tok-123-secret"  # the server got it...
     assert echoed["auth"] == "********"  # ...but the kept response masks it
     assert "tok-123-secret" not in log_text(run)
@@ -195,8 +195,10 @@ def test_bubblewrap_makes_the_root_read_only_and_cuts_the_network(project, http_
 
     from django.conf import settings
 
-    # Outside /tmp (the sandbox has a private /tmp): a path the worker itself could write.
-    outside = settings.VAR_DIR / f"escape-{uuid.uuid4().hex}.txt"
+    # A path the worker itself could write.
+    outside = settings.BASE_DIR / f"escape-{uuid.uuid4().hex}.txt"
+    secret_key = settings.VAR_DIR / "secret_key"
+    assert secret_key.exists()
     script = (
         "import json, sys, urllib.request\n"
         "res = {}\n"
@@ -209,16 +211,19 @@ def test_bubblewrap_makes_the_root_read_only_and_cuts_the_network(project, http_
         "    urllib.request.urlopen(sys.argv[2], timeout=3); res['net'] = 'reached'\n"
         "except OSError as e:\n"
         "    res['net'] = 'blocked'\n"
+        "import os\n"
+        "res['key_visible'] = os.path.exists(sys.argv[3])\n"
         "json.dump(res, open('result.json', 'w'))\n"
     )
     base = f"http://127.0.0.1:{http_server.server_address[1]}"
-    run = _run(project, spec={"argv": [PY, "-c", script, str(outside), base],
+    run = _run(project, spec={"argv": [PY, "-c", script, str(outside), base, str(secret_key)],
                               "isolation": "bwrap"})
     assert run.status == RunStatus.SUCCEEDED, run.status_reason
     result = run.executions.get().result
     assert result["inside"] == "written"
     assert result["outside"] in ("OSError", "PermissionError", "FileNotFoundError")
     assert result["net"] == "blocked"
+    assert result["key_visible"] is False  # var/ (secret key) is hidden in the sandbox
     assert not outside.exists()
 
 
@@ -226,3 +231,14 @@ def test_isolation_without_bwrap_fails_clearly(project, monkeypatch):
     monkeypatch.setattr(shutil, "which", lambda name: None)
     run = _run(project, spec={"argv": ["true"], "isolation": "bwrap"})
     assert "bubblewrap (bwrap) is not installed" in run.executions.get().error
+
+
+@needs_bwrap
+def test_bubblewrap_works_with_the_default_layout_workdirs_under_var(project, settings):
+    # Production default: var/work inside var/, both hidden, the attempt's own dir visible.
+    settings.SWITCHYARD_WORK_ROOT = settings.VAR_DIR / "work-sandbox-test"
+    run = _run(project, spec={"argv": [PY, "-c", "import os, json; json.dump(os.listdir('.'),"
+                                                 " open('result.json', 'w'))"],
+                              "isolation": "bwrap"})
+    assert run.status == RunStatus.SUCCEEDED, run.status_reason
+    assert "params.json" in run.executions.get().result
