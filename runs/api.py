@@ -71,12 +71,7 @@ def run_out(request: HttpRequest, run: Run) -> dict:
 @router.get("/projects", response={200: list[ProjectOut], **ERRORS}, operation_id="projects_list")
 def projects_list(request: HttpRequest):
     """Projects you are a member of (all projects for staff), with your role."""
-    projects = selectors.projects_for_user(request.user).order_by("slug")
-    return [
-        {"slug": p.slug, "name": p.name, "description": p.description,
-         "role": selectors.role_of(request.user, p)}
-        for p in projects
-    ]
+    return selectors.projects_with_roles(request.user)
 
 
 @router.get("/projects/{project}/tasks", response={200: list[TaskOut], **ERRORS},
@@ -232,13 +227,17 @@ def executions_cancel(request: HttpRequest, execution_id: int, body: ControlIn |
 
 @router.get("/workers", response={200: WorkersOut, **ERRORS}, operation_id="workers_status")
 def workers_status(request: HttpRequest):
-    """Live workers and queue depth. Worker details are shown to staff only."""
+    """Live workers and queue depth (of your projects). Worker details are shown to staff
+    only."""
     from jobs.registry import workers_alive
     from runs.models import Execution
 
     alive = list(workers_alive())
-    counts = {row["status"]: row["n"] for row in Execution.objects.filter(
-        status__in=["pending", "queued", "running"]).values("status").annotate(n=Count("id"))}
+    visible = Execution.objects.filter(status__in=["pending", "queued", "running"])
+    if not request.user.is_staff:  # queue depth of the caller's own projects only
+        visible = visible.filter(run__project__in=selectors.projects_for_user(request.user))
+    counts = {row["status"]: row["n"]
+              for row in visible.values("status").annotate(n=Count("id"))}
     details = []
     if request.user.is_staff:
         running: dict[str, list[int]] = {}

@@ -50,7 +50,8 @@ def schema_errors(schema: Any) -> dict[str, list[str]]:
         name = field.get("name")
         if not isinstance(name, str) or not NAME_RE.match(name):
             add(f"{where}.name", "must be a letter or _ followed by letters, digits or _")
-        elif name in seen:
+        elif name in seen or name.upper() in {n.upper() for n in seen}:
+            # Also case-insensitively: both would be $SWITCHYARD_PARAM_<NAME>.
             add(f"{where}.name", f"duplicate parameter name {name!r}")
         else:
             seen.add(name)

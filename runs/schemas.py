@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from ninja import Field, Schema
+from pydantic import AfterValidator
 
 
 class ErrorBody(Schema):
@@ -168,9 +169,22 @@ class LogPage(Schema):
                            "up to next_after has been returned.")
 
 
+def _storable(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode text") from None
+    return value
+
+
+StorableText = Annotated[str, AfterValidator(_storable)]
+
+
 class ControlIn(Schema):
-    reason: str = Field("", max_length=300, description="Why; shown in the timeline and audit "
-                        "log.")
+    reason: StorableText = Field("", max_length=300, description="Why; shown in the timeline "
+                                 "and audit log.")
 
 
 class WorkerOut(Schema):
@@ -192,7 +206,8 @@ class WorkersOut(Schema):
 
 
 class CommentIn(Schema):
-    comment: str = Field("", max_length=1000, description="Why; kept in the audit log.")
+    comment: StorableText = Field("", max_length=1000, description="Why; kept in the audit "
+                                  "log.")
 
 
 class RerunIn(Schema):

@@ -39,6 +39,16 @@ def projects_for_user(user) -> QuerySet[Project]:
     return Project.objects.filter(memberships__user=user)
 
 
+def projects_with_roles(user) -> list[dict]:
+    """Visible projects with the user's role in each, in one query."""
+    roles = dict(Membership.objects.filter(user=user).values_list("project_id", "role"))
+    return [
+        {"slug": p.slug, "name": p.name, "description": p.description,
+         "role": Role.MAINTAINER if user.is_staff else roles.get(p.pk)}
+        for p in projects_for_user(user).distinct().order_by("slug")
+    ]
+
+
 def role_of(user, project: Project) -> str | None:
     """The user's role in the project; staff act as maintainers everywhere."""
     if not user.is_authenticated:

@@ -161,7 +161,9 @@ def command_execute(ctx: ExecutionContext) -> Outcome:
         (ctx.workdir / name).write_text(render(template, ctx.params))
     env = command_env(ctx, spec)
     log = ctx.log
-    shown = mask_secrets(" ".join(repr(a) if " " in a else a for a in argv), ctx.secret_values)
+    # Mask each argument before quoting it, so escaping cannot hide a secret from the mask.
+    masked = [mask_secrets(a, ctx.secret_values) for a in argv]
+    shown = " ".join(repr(a) if " " in a else a for a in masked)
     log.system(f"$ {shown}")
     try:
         final_argv = sandbox_argv(argv, ctx, spec)

@@ -8,6 +8,7 @@ headers and body (up to a cap) become the execution's result and are written to 
 
 from __future__ import annotations
 
+import time
 from urllib.parse import quote
 
 import httpx
@@ -19,7 +20,7 @@ from runs.models import ExecutionStatus
 from runs.secret_box import mask_secrets
 from runs.specs import PLACEHOLDER_RE
 
-BODY_KEEP = 64 * 1024
+BODY_KEEP = 64 * 1024  # bytes of the body kept; the rest is counted and discarded
 
 
 def _render(template: str, params: dict, *, url: bool = False) -> str:
@@ -42,27 +43,42 @@ def http_execute(ctx: ExecutionContext) -> Outcome:
     body = _render(spec["body"], ctx.params) if spec.get("body") is not None else None
     expected = spec.get("expected_status") or [200, 201, 202, 204]
     ctx.log.system(f"{method} {mask_secrets(url, ctx.secret_values)}")
+    deadline = time.monotonic() + timeout
+    chunks: list[bytes] = []
+    size = 0
     try:
-        with httpx.Client(timeout=timeout, follow_redirects=False) as client:
-            response = client.request(method, url, headers=headers, content=body)
+        with httpx.Client(timeout=min(timeout, 30), follow_redirects=False) as client, \
+                client.stream(method, url, headers=headers, content=body) as response:
+            # A server that trickles bytes would never trip httpx's per-read timeout: the
+            # whole exchange gets one deadline, and a stop request ends it too.
+            for chunk in response.iter_bytes():
+                if time.monotonic() > deadline:
+                    raise httpx.ReadTimeout("total deadline passed")
+                if ctx.stop.is_set():
+                    ctx.log.system(f"stopped ({ctx.stop_reason})")
+                    return Outcome(status=ExecutionStatus.CANCELLED, outcome="stopped",
+                                   error=ctx.stop_reason or "stopped")
+                if size < BODY_KEEP:
+                    chunks.append(chunk[: BODY_KEEP - size])
+                size += len(chunk)
     except httpx.TimeoutException:
         ctx.log.system(f"timed out after {timeout} s")
         return Outcome(status=ExecutionStatus.TIMED_OUT, outcome="timed_out",
-                       error=f"No response within {timeout} s.")
+                       error=f"No complete response within {timeout} s.")
     except httpx.HTTPError as exc:
         message = f"Request failed: {type(exc).__name__}: {exc}"
         ctx.log.system(message)
         return Outcome(status=ExecutionStatus.FAILED, outcome="unreachable",
                        error=error_truncate(message))
-    text = response.text[:BODY_KEEP]
-    for line in text.splitlines():
-        ctx.log.add("stdout", line)
+    text = b"".join(chunks).decode(response.encoding or "utf-8", errors="replace")
+    ctx.log.add_lines("stdout", text.splitlines())
     ctx.log.flush()
     result = {
         "status_code": response.status_code,
         "headers": dict(response.headers),
         "body": text,
-        "body_truncated": len(response.text) > BODY_KEEP,
+        "body_truncated": size > BODY_KEEP,
+        "body_bytes": size,
         "elapsed_ms": round(response.elapsed.total_seconds() * 1000, 1),
     }
     if response.status_code in expected:

@@ -219,3 +219,15 @@ def test_a_cursor_beyond_bigint_is_400(api_for, hello_task):
 @pytest.mark.parametrize("run_id", ["99999999999999999999", "0"])
 def test_huge_or_zero_run_ids_are_404(api_for, hello_task, run_id):
     assert api_for("carol").get(f"/api/runs/{run_id}").status_code == 404
+
+
+def test_projects_list_has_no_query_per_project(api_for, personas, django_assert_max_num_queries):
+    from tests.factories import MembershipFactory, ProjectFactory
+
+    for n in range(5):
+        MembershipFactory(project=ProjectFactory(slug=f"p{n}"), user=personas["bob"])
+    client = api_for("bob")
+    with django_assert_max_num_queries(6):
+        body = client.get("/api/projects").json()
+    assert {p["slug"]: p["role"] for p in body}["demo"] == "operator"
+    assert len(body) == 6
