@@ -413,17 +413,22 @@ def progress(run: Run, executions: list[Execution]) -> dict:
         expected = len(stage.get("steps", [])) * len(_cells(stage))
         total = max(expected, len(mine))
         done = sum(1 for e in mine if e.is_terminal)
+        gate = next((e for e in executions if e.stage_index == i
+                     and e.iteration == latest.get(i) and e.step == APPROVAL_STEP), None)
         status = "pending"
-        if mine or any(e.stage_index == i for e in executions):
-            if any(e.status == E.WAITING_APPROVAL for e in executions if e.stage_index == i
-                   and e.iteration == latest.get(i)):
-                status = "waiting_approval"
-            elif mine and all(e.is_terminal for e in mine):
-                status = ("failed" if any(e.status in FAILED for e in mine)
-                          else "cancelled" if any(e.status == E.CANCELLED for e in mine)
-                          else "succeeded")
-            else:
-                status = "running"
+        if gate is not None and gate.status == E.WAITING_APPROVAL:
+            status = "waiting_approval"
+        elif gate is not None and not mine and gate.is_terminal:
+            # Rejected (or timed out) before any step existed: the stage ended with its gate;
+            # approved: the steps are being created.
+            status = ("failed" if gate.status in FAILED
+                      else "cancelled" if gate.status == E.CANCELLED else "running")
+        elif mine and all(e.is_terminal for e in mine):
+            status = ("failed" if any(e.status in FAILED for e in mine)
+                      else "cancelled" if any(e.status == E.CANCELLED for e in mine)
+                      else "succeeded")
+        elif mine:
+            status = "running"
         rows.append({"name": stage["name"], "index": i, "done": done, "total": total,
                      "iteration": latest.get(i, 0), "status": status,
                      "current": i == state.get("stage")})
