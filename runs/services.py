@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from runs.errors import Conflict, InvalidInput
 from runs.models import ApiToken, Execution, Run, Task, Trigger
+from runs.notify import run_status_announce
 from runs.params import params_redacted, params_validate, secret_names
 from runs.secret_box import secrets_encrypt
 from runs.transitions import Actor, audit_write, event_append
@@ -106,6 +107,7 @@ def run_launch(
             audit_write(actor=actor, action="run.launch", obj=run, now=now,
                         project_id=task.project_id,
                         changes={"task": task.slug, "params": run.params, "trigger": trigger})
+            run_status_announce(run=run, status="queued", now=now)
             transaction.on_commit(_dispatch)
     except IntegrityError:
         # Two requests with the same key raced; the loser returns the winner's run.
@@ -235,6 +237,7 @@ def run_rerun(*, run: Run, mode: str, actor: Actor, now: datetime | None = None)
                      actor=actor, data={"rerun_of": run.pk, "mode": mode})
         audit_write(actor=actor, action="run.rerun", obj=new, now=now,
                     project_id=run.project_id, changes={"rerun_of": run.pk, "mode": mode})
+        run_status_announce(run=new, status="queued", now=now)
         if not pipeline:
             old = run.executions.order_by("position", "id").first()
             Execution.objects.create(

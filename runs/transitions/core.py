@@ -27,6 +27,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from runs.errors import NotFound, TransitionNotAllowed
+from runs.notify import run_status_announce
 from runs.models import (
     EXECUTION_TERMINAL,
     RUN_TERMINAL,
@@ -256,6 +257,8 @@ def _run_move(
     audit_write(actor=actor, action=f"run.{to}", obj=run, now=now, project_id=run.project_id,
                 changes={"status": [previous, to], "reason": reason} if reason else
                 {"status": [previous, to]})
+    if previous != R.PAUSED or to != R.RUNNING:  # resuming is not a new start
+        run_status_announce(run=run, status=to, now=now)
 
 
 def execution_transition(
