@@ -27,7 +27,6 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from runs.errors import NotFound, TransitionNotAllowed
-from runs.notify import run_status_announce
 from runs.models import (
     EXECUTION_TERMINAL,
     RUN_TERMINAL,
@@ -38,6 +37,7 @@ from runs.models import (
     Run,
     RunStatus,
 )
+from runs.notify import run_status_announce
 
 logger = logging.getLogger(__name__)
 
