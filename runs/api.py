@@ -3,6 +3,8 @@ schema, calls a selector or a service, and returns a schema; nothing else."""
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from django.db.models import Count
 from django.http import HttpRequest
 from ninja import Header, Query, Router, Status
@@ -16,11 +18,9 @@ from runs.schemas import (
     EventPage,
     LaunchIn,
     LogPage,
-    ProjectOut,
     RerunIn,
     RunDetailOut,
     RunPage,
-    TaskOut,
     WorkersOut,
 )
 from runs.services import run_launch, run_rerun
@@ -68,20 +68,6 @@ def run_out(request: HttpRequest, run: Run) -> dict:
     }
 
 
-@router.get("/projects", response={200: list[ProjectOut], **ERRORS}, operation_id="projects_list")
-def projects_list(request: HttpRequest):
-    """Projects you are a member of (all projects for staff), with your role."""
-    return selectors.projects_with_roles(request.user)
-
-
-@router.get("/projects/{project}/tasks", response={200: list[TaskOut], **ERRORS},
-            operation_id="tasks_list")
-def tasks_list(request: HttpRequest, project: str):
-    """Tasks of a project, with their parameter schemas."""
-    found = selectors.project_get(request.user, project)
-    return list(selectors.tasks_for_project(found))
-
-
 @router.post(
     "/projects/{project}/tasks/{task}/runs",
     response={200: RunDetailOut, 201: RunDetailOut, 403: ErrorOut, 409: ErrorOut,
@@ -125,12 +111,15 @@ def runs_list(
     status: str | None = None,
     trigger: str | None = None,
     created_by: str | None = None,
+    created_after: datetime | None = Query(None, description="ISO 8601, inclusive"),
+    created_before: datetime | None = Query(None, description="ISO 8601, exclusive"),
     cursor: str | None = None,
     limit: int = Query(50, ge=1, le=200),
 ):
     """Runs you can see, newest first. Keyset pagination: follow `next_cursor`."""
     filters = selectors.RunFilters(project=project, task=task, status=status, trigger=trigger,
-                                   created_by=created_by)
+                                   created_by=created_by, created_after=created_after,
+                                   created_before=created_before)
     rows, next_cursor = selectors.runs_list(request.user, filters=filters, cursor=cursor,
                                             limit=limit)
     return {"items": [run_out(request, r) for r in rows], "next_cursor": next_cursor}

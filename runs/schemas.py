@@ -213,3 +213,99 @@ class CommentIn(Schema):
 class RerunIn(Schema):
     mode: Literal["all", "failed"] = Field("all", description='"failed" reuses what '
                                             "succeeded and runs only what failed.")
+
+
+class ProjectPage(Schema):
+    items: list[ProjectOut]
+    next_cursor: str | None = None
+
+
+class MemberOut(Schema):
+    username: str
+    role: str
+    created_at: datetime
+
+
+class MemberPage(Schema):
+    items: list[MemberOut]
+    next_cursor: str | None = None
+
+
+RoleName = Literal["viewer", "operator", "maintainer"]
+
+
+class MemberIn(Schema):
+    username: StorableText = Field(max_length=150)
+    role: RoleName = "viewer"
+
+
+class MemberRoleIn(Schema):
+    role: RoleName
+
+
+class TaskPage(Schema):
+    items: list[TaskOut]
+    next_cursor: str | None = None
+
+
+class TaskDetailOut(TaskOut):
+    spec: dict[str, Any]
+    max_attempts: int
+    retry_backoff: list[int] | Any
+    retry_on: list[str] | Any
+    concurrency_key: str
+    concurrency_limit: int
+    priority: int
+    max_parallel: int
+    run_deadline_seconds: int | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class TaskWriteFields(Schema):
+    name: StorableText | None = Field(None, max_length=200)
+    description: StorableText | None = Field(None, max_length=10000)
+    kind: Literal["command", "python", "http", "pipeline"] | None = None
+    spec: dict[str, Any] | None = None
+    params_schema: list[Any] | None = None
+    timeout_seconds: int | None = None
+    enabled: bool | None = None
+    max_attempts: int | None = None
+    retry_backoff: list[Any] | None = None
+    retry_on: list[Any] | None = None
+    concurrency_key: StorableText | None = Field(None, max_length=200)
+    concurrency_limit: int | None = None
+    priority: int | None = Field(None, ge=-1000000, le=1000000)
+    max_parallel: int | None = None
+    run_deadline_seconds: int | None = None
+
+
+class TaskCreateIn(TaskWriteFields):
+    slug: str = Field(pattern=r"^[-a-zA-Z0-9_]{1,64}$")
+    name: StorableText = Field(max_length=200)
+    kind: Literal["command", "python", "http", "pipeline"] = "command"
+    spec: dict[str, Any]
+
+
+class TokenIn(Schema):
+    name: StorableText = Field(max_length=100)
+    expires_in_days: int | None = Field(None, ge=1, le=3650)
+
+
+class TokenOut(Schema):
+    id: int
+    name: str
+    prefix: str
+    created_at: datetime
+    expires_at: datetime | None
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+class TokenCreatedOut(TokenOut):
+    token: str = Field(description="The full token. Shown once: store it now.")
+
+
+class TokenPage(Schema):
+    items: list[TokenOut]
+    next_cursor: str | None = None

@@ -39,16 +39,6 @@ def projects_for_user(user) -> QuerySet[Project]:
     return Project.objects.filter(memberships__user=user)
 
 
-def projects_with_roles(user) -> list[dict]:
-    """Visible projects with the user's role in each, in one query."""
-    roles = dict(Membership.objects.filter(user=user).values_list("project_id", "role"))
-    return [
-        {"slug": p.slug, "name": p.name, "description": p.description,
-         "role": Role.MAINTAINER if user.is_staff else roles.get(p.pk)}
-        for p in projects_for_user(user).distinct().order_by("slug")
-    ]
-
-
 def role_of(user, project: Project) -> str | None:
     """The user's role in the project; staff act as maintainers everywhere."""
     if not user.is_authenticated:
@@ -193,6 +183,8 @@ class RunFilters:
     status: str | None = None
     trigger: str | None = None
     created_by: str | None = None
+    created_after: Any = None
+    created_before: Any = None
 
     def errors(self) -> dict[str, list[str]]:
         problems: dict[str, list[str]] = {}
@@ -227,6 +219,10 @@ def runs_list(
         qs = qs.filter(trigger=filters.trigger)
     if filters.created_by:
         qs = qs.filter(created_by__username=filters.created_by)
+    if filters.created_after:
+        qs = qs.filter(created_at__gte=filters.created_after)
+    if filters.created_before:
+        qs = qs.filter(created_at__lt=filters.created_before)
     if after_id is not None:
         qs = qs.filter(pk__lt=after_id)
     rows = list(qs.order_by("-id")[: limit + 1])

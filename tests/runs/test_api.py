@@ -93,6 +93,8 @@ def test_an_outsider_gets_404_for_everything_of_the_project(api_for, hello_task,
     assert client.get(f"/api/runs/{run.pk}/events").status_code == 404
     assert client.get(f"/api/executions/{execution.pk}/logs").status_code == 404
     assert client.get("/api/projects/demo/tasks").status_code == 404
+    assert client.get("/api/projects/demo").status_code == 404
+    assert client.get("/api/projects/demo/members").status_code == 404
     assert client.get("/api/runs").json()["items"] == []
     assert client.get("/api/runs?project=demo").json()["items"] == []
 
@@ -228,6 +230,6 @@ def test_projects_list_has_no_query_per_project(api_for, personas, django_assert
         MembershipFactory(project=ProjectFactory(slug=f"p{n}"), user=personas["bob"])
     client = api_for("bob")
     with django_assert_max_num_queries(6):
-        body = client.get("/api/projects").json()
+        body = client.get("/api/projects").json()["items"]
     assert {p["slug"]: p["role"] for p in body}["demo"] == "operator"
     assert len(body) == 6
