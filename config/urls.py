@@ -13,3 +13,4 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("", include("runs.urls")),
 ]
+handler404 = "config.views.not_found"

@@ -7,7 +7,7 @@ from datetime import datetime
 
 from django.db.models import Count
 from django.http import HttpRequest
-from ninja import Header, Query, Router, Status
+from ninja import Header, Path, Query, Router, Status
 
 from runs import selectors
 from runs.models import Role, Run, Trigger
@@ -36,6 +36,8 @@ from runs.transitions import (
 router = Router(tags=["runs"])
 
 ERRORS = {400: ErrorOut, 401: ErrorOut, 404: ErrorOut}
+# Ids in paths are positive; declaring it keeps generated clients and fuzzers honest.
+ID = Path(..., ge=1)
 
 
 def actor_for(request: HttpRequest) -> Actor:
@@ -127,7 +129,7 @@ def runs_list(
 
 @router.get("/runs/{int:run_id}", response={200: RunDetailOut, **ERRORS},
             operation_id="runs_get")
-def runs_get(request: HttpRequest, run_id: int):
+def runs_get(request: HttpRequest, run_id: int = ID):
     """A run with its status and executions (attempts included)."""
     return _run_detail(request, selectors.run_get(request.user, run_id))
 
@@ -136,7 +138,7 @@ def runs_get(request: HttpRequest, run_id: int):
             operation_id="runs_events")
 def runs_events(
     request: HttpRequest,
-    run_id: int,
+    run_id: int = ID,
     after: int = Query(0, ge=0, description="Return events with seq greater than this."),
     limit: int = Query(500, ge=1, le=1000),
 ):
@@ -159,7 +161,7 @@ def runs_events(
             operation_id="executions_logs")
 def executions_logs(
     request: HttpRequest,
-    execution_id: int,
+    execution_id: int = ID,
     after: int = Query(0, ge=0, description="Return chunks with seq greater than this."),
     limit: int = Query(200, ge=1, le=1000),
 ):
@@ -179,7 +181,7 @@ CONTROL = {200: RunDetailOut, 403: ErrorOut, 409: ErrorOut, 422: ErrorOut, **ERR
 
 
 @router.post("/runs/{int:run_id}/cancel", response=CONTROL, operation_id="runs_cancel")
-def runs_cancel(request: HttpRequest, run_id: int, body: ControlIn | None = None):
+def runs_cancel(request: HttpRequest, run_id: int = ID, body: ControlIn | None = None):
     """Cancel a run: executions not started are cancelled at once; running commands get
     SIGTERM (then SIGKILL after the grace period), grandchildren included."""
     run = selectors.run_get(request.user, run_id, minimum=Role.OPERATOR)
@@ -188,7 +190,7 @@ def runs_cancel(request: HttpRequest, run_id: int, body: ControlIn | None = None
 
 
 @router.post("/runs/{int:run_id}/pause", response=CONTROL, operation_id="runs_pause")
-def runs_pause(request: HttpRequest, run_id: int, body: ControlIn | None = None):
+def runs_pause(request: HttpRequest, run_id: int = ID, body: ControlIn | None = None):
     """Pause a run: no new executions start; running ones finish."""
     run = selectors.run_get(request.user, run_id, minimum=Role.OPERATOR)
     run_pause(run_id=run.pk, actor=actor_for(request), reason=body.reason if body else "")
@@ -196,7 +198,7 @@ def runs_pause(request: HttpRequest, run_id: int, body: ControlIn | None = None)
 
 
 @router.post("/runs/{int:run_id}/resume", response=CONTROL, operation_id="runs_resume")
-def runs_resume(request: HttpRequest, run_id: int):
+def runs_resume(request: HttpRequest, run_id: int = ID):
     """Resume a paused run."""
     run = selectors.run_get(request.user, run_id, minimum=Role.OPERATOR)
     run_resume(run_id=run.pk, actor=actor_for(request))
@@ -205,7 +207,8 @@ def runs_resume(request: HttpRequest, run_id: int):
 
 @router.post("/executions/{int:execution_id}/cancel", response=CONTROL,
              operation_id="executions_cancel")
-def executions_cancel(request: HttpRequest, execution_id: int, body: ControlIn | None = None):
+def executions_cancel(request: HttpRequest, execution_id: int = ID,
+                      body: ControlIn | None = None):
     """Cancel one execution of a run."""
     execution = selectors.execution_get(request.user, execution_id)
     selectors.require_role(request.user, execution.run.project, Role.OPERATOR)
@@ -243,7 +246,7 @@ def workers_status(request: HttpRequest):
 @router.post("/runs/{int:run_id}/rerun", response={201: RunDetailOut, 403: ErrorOut,
                                                      409: ErrorOut, 422: ErrorOut, **ERRORS},
              operation_id="runs_rerun")
-def runs_rerun(request: HttpRequest, run_id: int, body: RerunIn | None = None):
+def runs_rerun(request: HttpRequest, run_id: int = ID, body: RerunIn | None = None):
     """Re-run an ended run with the same parameters: `mode` "all", or "failed" to reuse what
     succeeded and run only what failed or never ran."""
     run = selectors.run_get(request.user, run_id, minimum=Role.OPERATOR)
@@ -262,13 +265,15 @@ def _approval(request: HttpRequest, execution_id: int, approve: bool, comment: s
 
 @router.post("/executions/{int:execution_id}/approve", response=CONTROL,
              operation_id="executions_approve")
-def executions_approve(request: HttpRequest, execution_id: int, body: CommentIn | None = None):
+def executions_approve(request: HttpRequest, execution_id: int = ID,
+                       body: CommentIn | None = None):
     """Approve a stage waiting for approval (operator or maintainer, as the stage says)."""
     return _approval(request, execution_id, True, body.comment if body else "")
 
 
 @router.post("/executions/{int:execution_id}/reject", response=CONTROL,
              operation_id="executions_reject")
-def executions_reject(request: HttpRequest, execution_id: int, body: CommentIn | None = None):
+def executions_reject(request: HttpRequest, execution_id: int = ID,
+                      body: CommentIn | None = None):
     """Reject a stage waiting for approval: the stage fails, then its on_failure applies."""
     return _approval(request, execution_id, False, body.comment if body else "")
