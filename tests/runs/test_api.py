@@ -218,9 +218,12 @@ def test_a_cursor_beyond_bigint_is_400(api_for, hello_task):
     assert api_for("carol").get(f"/api/runs?cursor={cursor}").status_code == 400
 
 
-@pytest.mark.parametrize("run_id", ["99999999999999999999", "0"])
-def test_huge_or_zero_run_ids_are_404(api_for, hello_task, run_id):
-    assert api_for("carol").get(f"/api/runs/{run_id}").status_code == 404
+@pytest.mark.parametrize(("run_id", "status"), [("99999999999999999999", 404), ("0", 422),
+                                                ("-1", 404), ("abc", 404)])
+def test_odd_run_ids_are_a_json_4xx(api_for, hello_task, run_id, status):
+    response = api_for("carol").get(f"/api/runs/{run_id}")
+    assert response.status_code == status
+    _error(response)
 
 
 def test_projects_list_has_no_query_per_project(api_for, personas, django_assert_max_num_queries):
