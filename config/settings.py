@@ -57,6 +57,7 @@ INSTALLED_APPS = [
     "runs",
     "jobs",
     "artifacts",
+    "hooks",
 ]
 
 MIDDLEWARE = [
@@ -226,3 +227,11 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
+
+# --- Webhooks (hooks/) -------------------------------------------------------------------------
+# Allow webhook targets on loopback, private and link-local addresses (tests, internal receivers).
+SWITCHYARD_WEBHOOKS_ALLOW_PRIVATE = env_bool("SWITCHYARD_WEBHOOKS_ALLOW_PRIVATE", False)
+# Seconds each webhook request may take to connect, send, and answer.
+SWITCHYARD_WEBHOOKS_TIMEOUT = env_float("SWITCHYARD_WEBHOOKS_TIMEOUT", 10.0, minimum=1.0)
+# Where people reach Switchyard; links in webhook payloads start with it.
+SWITCHYARD_BASE_URL = env_str("SWITCHYARD_BASE_URL", "http://127.0.0.1:8000")

@@ -10,6 +10,7 @@ and explains each repair as an event in the run's timeline.
 - runs whose executions have all ended but that are not terminal: settled (invariant 1);
 - command processes on this machine whose attempt is over (grandchildren of a dead worker):
   killed (jobs.orphans);
+- webhook deliveries whose retry is due: queued again (hooks.tasks);
 - then dispatch, which also starts retries whose backoff has elapsed.
 
 Runs every SWITCHYARD_REAP_SECONDS from the workers' registry threads (reap_if_due: one worker
@@ -48,6 +49,7 @@ class ReapReport:
     deadlines: int = 0
     approvals_expired: int = 0
     orphans_killed: int = 0
+    webhooks_queued: int = 0
     repaired: int = 0
     dispatched: int = 0
 
@@ -102,6 +104,9 @@ def reap(*, now: datetime | None = None) -> ReapReport:
             report.repaired += 1
 
     report.orphans_killed = orphans_kill()
+    from hooks.tasks import deliveries_due_send
+
+    report.webhooks_queued = deliveries_due_send(now=now)
     report.dispatched = dispatch(now=now)
     if any(v for k, v in report.as_dict().items() if k != "dispatched"):
         logger.info("reaper: %s", report.as_dict())

@@ -28,8 +28,10 @@ def run_status_announce(*, run: Run, status: str, now: datetime) -> None:
     event_type = EVENT_TYPES.get(status)
     if event_type is None:
         return
-    try:
-        from hooks.services import webhook_deliveries_create
-    except ImportError:  # the hooks app is not installed
+    from django.apps import apps
+
+    if not apps.is_installed("hooks"):
         return
+    from hooks.services import webhook_deliveries_create
+
     webhook_deliveries_create(run=run, event_type=event_type, now=now)

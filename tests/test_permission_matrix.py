@@ -20,6 +20,12 @@ from tests.factories import TaskFactory
 ACTOR = Actor(via="api", label="setup")
 
 
+@pytest.fixture(autouse=True)
+def _local_webhooks(settings):
+    # Webhook endpoints here point at 127.0.0.1 (nothing listens; nothing is sent).
+    settings.SWITCHYARD_WEBHOOKS_ALLOW_PRIVATE = True
+
+
 def queued_run(ctx) -> Run:
     return run_launch(task=ctx["task"], raw_params={"name": "x"}, actor=ACTOR)[0]
 
@@ -52,6 +58,20 @@ MAINTAINER = {"alice": 200, "bob": 403, "carol": 403, "mallory": 404}
 def _new_task_slug(ctx):
     ctx["n"] = ctx.get("n", 0) + 1
     return {"slug": f"new-{ctx['n']}", "name": "New", "spec": {"argv": ["true"]}}
+
+
+def webhook(ctx) -> int:
+    from hooks.services import webhook_endpoint_create
+
+    return webhook_endpoint_create(project=ctx["project"], url="http://127.0.0.1:9/hooks",
+                                   events=[], actor=ACTOR)[0].pk
+
+
+def webhook_delivery(ctx) -> int:
+    from hooks.models import WebhookDelivery
+
+    webhook(ctx)
+    return WebhookDelivery.objects.filter(run=queued_run(ctx)).latest("id").pk
 
 
 ROWS: list[tuple[str, str, Callable | dict | None, Callable | None, dict]] = [
@@ -94,6 +114,23 @@ ROWS: list[tuple[str, str, Callable | dict | None, Callable | None, dict]] = [
      {"alice": 201, "bob": 201, "carol": 201, "mallory": 201}),
     ("DELETE", "/api/tokens/{token}", None, lambda ctx: {"token": ctx["own_token"]()},
      {"alice": 204, "bob": 204, "carol": 204, "mallory": 204}),
+    ("POST", "/api/projects/demo/webhooks",
+     {"url": "https://93.184.216.34/hooks", "events": ["run.failed"]}, None,
+     {**MAINTAINER, "alice": 201}),
+    ("GET", "/api/projects/demo/webhooks", None, None, ALL_OK),
+    ("GET", "/api/webhooks/{webhook}", None, lambda ctx: {"webhook": webhook(ctx)}, ALL_OK),
+    ("PATCH", "/api/webhooks/{webhook}", {"description": "d"},
+     lambda ctx: {"webhook": webhook(ctx)}, MAINTAINER),
+    ("DELETE", "/api/webhooks/{webhook}", None, lambda ctx: {"webhook": webhook(ctx)},
+     {**MAINTAINER, "alice": 204}),
+    ("POST", "/api/webhooks/{webhook}/rotate", None, lambda ctx: {"webhook": webhook(ctx)},
+     MAINTAINER),
+    ("GET", "/api/webhooks/{webhook}/deliveries", None, lambda ctx: {"webhook": webhook(ctx)},
+     ALL_OK),
+    ("GET", "/api/deliveries/{delivery}", None,
+     lambda ctx: {"delivery": webhook_delivery(ctx)}, ALL_OK),
+    ("POST", "/api/deliveries/{delivery}/redeliver", None,
+     lambda ctx: {"delivery": webhook_delivery(ctx)}, {**OPERATOR, "alice": 201, "bob": 201}),
 ]
 
 

@@ -1,0 +1,1 @@
+"""Webhooks: signed HTTP notifications of run status changes, per project (Standard Webhooks)."""

@@ -1,0 +1,119 @@
+"""Back office for webhooks. Endpoints: list, filters, enable/disable and delete, each through
+`hooks.services` so it is validated and audited as the staff user; the secret is never shown
+(endpoints are created through the API, which shows it once). Deliveries: read-only, with a
+"Redeliver" action that goes through the same service as the API."""
+
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from hooks.models import WebhookDelivery, WebhookEndpoint
+from hooks.services import (
+    webhook_delivery_redeliver,
+    webhook_endpoint_delete,
+    webhook_endpoint_update,
+)
+from runs.admin import ReadOnlyAdmin, admin_actor, apply_to_each
+from runs.transitions import Actor
+
+
+@admin.register(WebhookEndpoint)
+class WebhookEndpointAdmin(admin.ModelAdmin):
+    list_display = ["id", "url", "project", "active", "event_types", "created_by", "created_at",
+                    "rotated_at"]
+    list_filter = ["active", "project"]
+    search_fields = ["url", "description", "project__slug"]
+    list_select_related = ["project", "created_by"]
+    date_hierarchy = "created_at"
+    # Only the description and the active flag are edited here (validated and audited by the
+    # service); the URL and events change through the API, which checks the target address.
+    fields = ["project", "url", "description", "event_types", "active", "created_by",
+              "created_at", "updated_at", "rotated_at"]
+    readonly_fields = ["project", "url", "event_types", "created_by", "created_at",
+                       "updated_at", "rotated_at"]
+    actions = ["activate_endpoints", "deactivate_endpoints"]
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def save_model(self, request: HttpRequest, obj: WebhookEndpoint, form, change: bool) -> None:
+        changes = {field: form.cleaned_data[field] for field in ("description", "active")
+                   if field in form.changed_data}
+        if changes:
+            stored = WebhookEndpoint.objects.get(pk=obj.pk)
+            webhook_endpoint_update(endpoint=stored, changes=changes, actor=admin_actor(request))
+
+    def get_deleted_objects(self, objs, request: HttpRequest):
+        deleted, counts, perms_needed, protected = super().get_deleted_objects(objs, request)
+        # The delivery log goes with its endpoint: deliveries are read-only on their own, which
+        # must not make their endpoint undeletable.
+        perms_needed.discard(WebhookDelivery._meta.verbose_name)
+        return deleted, counts, perms_needed, protected
+
+    def delete_model(self, request: HttpRequest, obj: WebhookEndpoint) -> None:
+        webhook_endpoint_delete(endpoint=obj, actor=admin_actor(request))
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[WebhookEndpoint]) -> None:
+        actor = admin_actor(request)
+        for endpoint in queryset:
+            webhook_endpoint_delete(endpoint=endpoint, actor=actor)
+
+    def _set_active(self, request: HttpRequest, queryset: QuerySet[WebhookEndpoint],
+                    active: bool) -> None:
+        targets = [(pk, f"Webhook #{pk}") for pk in queryset.order_by("pk").values_list(
+            "pk", flat=True)]
+
+        def move(pk: int, actor: Actor) -> str:
+            endpoint = WebhookEndpoint.objects.get(pk=pk)
+            webhook_endpoint_update(endpoint=endpoint, changes={"active": active}, actor=actor)
+            return "done"
+
+        apply_to_each(self, request, targets, move, verb="Enabled" if active else "Disabled",
+                      noun="webhook", refused_text="not changed")
+
+    @admin.action(description="Enable selected webhooks", permissions=["change"])
+    def activate_endpoints(self, request: HttpRequest,
+                           queryset: QuerySet[WebhookEndpoint]) -> None:
+        self._set_active(request, queryset, True)
+
+    @admin.action(description="Disable selected webhooks", permissions=["change"])
+    def deactivate_endpoints(self, request: HttpRequest,
+                             queryset: QuerySet[WebhookEndpoint]) -> None:
+        self._set_active(request, queryset, False)
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(ReadOnlyAdmin):
+    list_display = ["id", "endpoint", "event_type", "run", "status", "attempts",
+                    "last_status_code", "last_duration_ms", "next_attempt_at", "created_at",
+                    "delivered_at"]
+    list_filter = ["status", "event_type", "endpoint__project"]
+    search_fields = ["=id", "event_id", "=run__id", "endpoint__url"]
+    list_select_related = ["endpoint", "run"]
+    date_hierarchy = "created_at"
+    exclude = ["queued_at"]
+    actions = ["redeliver"]
+
+    @admin.action(description="Redeliver selected deliveries", permissions=["redeliver"])
+    def redeliver(self, request: HttpRequest, queryset: QuerySet[WebhookDelivery]) -> None:
+        targets = [(pk, f"Delivery #{pk}") for pk in queryset.order_by("pk").values_list(
+            "pk", flat=True)]
+        created: list[int] = []
+
+        def move(pk: int, actor: Actor) -> str:
+            delivery = WebhookDelivery.objects.select_related("endpoint").get(pk=pk)
+            created.append(webhook_delivery_redeliver(delivery=delivery, actor=actor).pk)
+            return "done"
+
+        apply_to_each(self, request, targets, move, verb="Redelivered", noun="event",
+                      refused_text="not redelivered")
+        if created:
+            self.message_user(request, "New deliveries: " + ", ".join(f"#{pk}" for pk in
+                                                                      created[:30]) + ".",
+                              messages.SUCCESS)
+
+    def has_redeliver_permission(self, request: HttpRequest) -> bool:
+        # Staff who may view deliveries may resend them: it changes nothing but adds a row.
+        return self.has_view_permission(request)

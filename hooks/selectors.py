@@ -1,0 +1,79 @@
+"""Reads of the webhooks app, with their select_related declared here.
+
+Visibility follows the endpoint's project (`runs.selectors.require_role`): anyone outside it
+gets NotFound, never Forbidden, so an endpoint's or a delivery's existence does not leak.
+"""
+
+from __future__ import annotations
+
+from django.db.models import QuerySet
+
+from hooks.models import DeliveryStatus, WebhookDelivery, WebhookEndpoint
+from runs.errors import InvalidInput, NotFound
+from runs.models import Project, Role
+from runs.selectors import MAX_PAGE, cursor_decode, cursor_encode, require_role
+
+# Ids beyond a bigint cannot exist; checking here keeps them from reaching the database.
+MAX_ID = 2**63 - 1
+
+
+def _page(qs: QuerySet, *, cursor: str | None, limit: int) -> tuple[list, str | None]:
+    """Newest first by keyset on id: (rows, cursor of the next page or None)."""
+    after_id = cursor_decode(cursor)
+    limit = max(1, min(limit, MAX_PAGE))
+    if after_id is not None:
+        qs = qs.filter(pk__lt=after_id)
+    rows = list(qs.order_by("-id")[: limit + 1])
+    next_cursor = cursor_encode(rows[limit - 1].pk) if len(rows) > limit else None
+    return rows[:limit], next_cursor
+
+
+def endpoint_get(user, webhook_id: int, *, minimum: str = Role.VIEWER) -> WebhookEndpoint:
+    endpoint = None
+    if 0 < webhook_id <= MAX_ID:
+        endpoint = (
+            WebhookEndpoint.objects.select_related("project", "created_by")
+            .filter(pk=webhook_id).first()
+        )
+    if endpoint is None:
+        raise NotFound(f"Webhook {webhook_id} not found.")
+    try:
+        require_role(user, endpoint.project, minimum)
+    except NotFound:
+        raise NotFound(f"Webhook {webhook_id} not found.") from None
+    return endpoint
+
+
+def endpoints_list(project: Project, *, cursor: str | None = None, limit: int = 50
+                   ) -> tuple[list[WebhookEndpoint], str | None]:
+    qs = WebhookEndpoint.objects.filter(project=project).select_related("project", "created_by")
+    return _page(qs, cursor=cursor, limit=limit)
+
+
+def delivery_get(user, delivery_id: int, *, minimum: str = Role.VIEWER) -> WebhookDelivery:
+    delivery = None
+    if 0 < delivery_id <= MAX_ID:
+        delivery = (
+            WebhookDelivery.objects.select_related("endpoint", "endpoint__project")
+            .filter(pk=delivery_id).first()
+        )
+    if delivery is None:
+        raise NotFound(f"Delivery {delivery_id} not found.")
+    try:
+        require_role(user, delivery.endpoint.project, minimum)
+    except NotFound:
+        raise NotFound(f"Delivery {delivery_id} not found.") from None
+    return delivery
+
+
+def deliveries_list(endpoint: WebhookEndpoint, *, status: str | None = None,
+                    cursor: str | None = None, limit: int = 50
+                    ) -> tuple[list[WebhookDelivery], str | None]:
+    """An endpoint's delivery log, newest first, optionally only one status."""
+    if status and status not in DeliveryStatus.values:
+        raise InvalidInput("The status filter is invalid.",
+                           fields={"status": [f"must be one of: {', '.join(DeliveryStatus.values)}"]})
+    qs = WebhookDelivery.objects.filter(endpoint=endpoint)
+    if status:
+        qs = qs.filter(status=status)
+    return _page(qs, cursor=cursor, limit=limit)
