@@ -4,11 +4,6 @@ staff user), secrets never shown, deliveries read-only with a Redeliver action."
 from __future__ import annotations
 
 import pytest
-
-
-@pytest.fixture(autouse=True)
-def _local_webhooks(settings):
-    settings.SWITCHYARD_WEBHOOKS_ALLOW_PRIVATE = True
 from django.test import Client
 
 from hooks.models import WebhookDelivery, WebhookEndpoint
@@ -20,6 +15,10 @@ from tests.factories import UserFactory
 from tests.hooks.conftest import queued_delivery_ids
 
 pytestmark = pytest.mark.django_db
+
+@pytest.fixture(autouse=True)
+def _local_webhooks(settings):
+    settings.SWITCHYARD_WEBHOOKS_ALLOW_PRIVATE = True
 
 ENDPOINTS = "/admin/hooks/webhookendpoint/"
 DELIVERIES = "/admin/hooks/webhookdelivery/"
