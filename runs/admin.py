@@ -27,6 +27,7 @@ from runs.models import (
     AuditLog,
     Event,
     Execution,
+    ExecutionStatus,
     LogChunk,
     Membership,
     Project,
@@ -278,8 +279,9 @@ class AttemptInline(admin.TabularInline):
 
 @admin.register(Execution)
 class ExecutionAdmin(admin.ModelAdmin):
-    list_display = ["id", "run", "stage", "iteration", "step", "name", "status", "attempt",
-                    "worker", "heartbeat_at", "exit_code"]
+    # Status first: with the pipeline columns the row is wide, and status is what staff scan.
+    list_display = ["id", "run", "status", "stage", "iteration", "step", "name", "attempt",
+                    "worker", "exit_code"]
     list_filter = ["status", "stage"]
     search_fields = ["=id", "=run__id", "name", "stage", "step", "worker"]
     list_select_related = ["run"]
@@ -319,7 +321,8 @@ class ExecutionAdmin(admin.ModelAdmin):
         """First a page that lists what is decided and takes an optional comment (like
         Django's delete confirmation); its submit comes back here with post=yes."""
         action = "approve_executions" if approve else "reject_executions"
-        rows = list(queryset.order_by("pk").values_list("pk", "name", "run_id", "status"))
+        rows = [(pk, name, run_id, ExecutionStatus(status).label) for pk, name, run_id, status
+                in queryset.order_by("pk").values_list("pk", "name", "run_id", "status")]
         if request.POST.get("post") != "yes":
             return TemplateResponse(request, "admin/runs/execution/approval_confirmation.html", {
                 **self.admin_site.each_context(request),
@@ -328,7 +331,8 @@ class ExecutionAdmin(admin.ModelAdmin):
                 "approve": approve,
                 "action": action,
                 "rows": rows,
-                "waiting": sum(1 for row in rows if row[3] == "waiting_approval"),
+                "waiting": sum(1 for row in rows
+                               if row[3] == ExecutionStatus.WAITING_APPROVAL.label),
                 "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
                 "comment_max_length": APPROVAL_COMMENT_MAX_LENGTH,
             })

@@ -177,6 +177,14 @@ class ExecutionView:
             self.execution.name
 
     @property
+    def status_label(self) -> str:
+        """An approval's outcome in its own words: Approved or Rejected, not Succeeded/Failed."""
+        decision = self.decision
+        if decision is not None:
+            return "Approved" if decision["approved"] else "Rejected"
+        return self.execution.get_status_display()
+
+    @property
     def cell(self) -> list[tuple[str, str]]:
         """The matrix cell's values, in axis order, for display."""
         return [(str(k), _plain(v)) for k, v in (self.execution.matrix or {}).items()]
@@ -245,6 +253,21 @@ class StageGroup:
     @property
     def steps(self) -> list[Execution]:
         return [v.execution for v in self.views if not v.gate]
+
+    @property
+    def matrix(self) -> list[ExecutionView]:
+        """The cells of a matrix stage, for the overview at the top of the group (a wide matrix
+        is many cards; the overview shows every cell's state at a glance)."""
+        cells = [v for v in self.views if v.cell]
+        return cells if len(cells) > 1 else []
+
+    @property
+    def axes(self) -> list[str]:
+        return [axis for axis, _value in self.matrix[0].cell] if self.matrix else []
+
+    @property
+    def several_steps(self) -> bool:
+        return len({v.execution.step for v in self.matrix}) > 1
 
     @property
     def done(self) -> int:

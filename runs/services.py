@@ -252,6 +252,9 @@ def run_rerun(*, run: Run, mode: str, actor: Actor, now: datetime | None = None)
             pipeline_start(new, now=now)
         else:
             state = dict(run.pipeline_state or {"stage": 0, "iteration": 1, "loops": {}})
+            # A new run gets a fresh loop-back budget, or a re-run of a run that exhausted
+            # max_loops would fail at once without trying again.
+            state["loops"] = {}
             index, iteration = state.get("stage", 0), state.get("iteration", 1)
             new.pipeline_state = state
             new.save(update_fields=["pipeline_state"])

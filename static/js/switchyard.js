@@ -1,6 +1,6 @@
 // Switchyard pages: the little behaviour htmx does not cover. Pages work without this file;
-// it only makes them nicer (local times, a log that follows its tail, earlier pipeline
-// iterations folded away as new ones arrive).
+// it only makes them nicer (local times, logs and the timeline that follow their tail,
+// earlier pipeline iterations folded away as new ones arrive).
 (function () {
   "use strict";
 
@@ -73,9 +73,17 @@
     document.querySelectorAll(".log").forEach(function (log) {
       log.scrollTop = log.scrollHeight; // the page opens on the tail
     });
+    // The timeline too: its newest events (an approval waiting, the run's end) are what a
+    // reader comes for; the oldest are a scroll up.
+    var timeline = document.getElementById("timeline");
+    if (timeline) timeline.scrollTop = timeline.scrollHeight;
   });
 
+  var timelineFollowing = false;
+
   document.addEventListener("htmx:beforeSwap", function () {
+    var timeline = document.getElementById("timeline");
+    timelineFollowing = !!timeline && atEnd(timeline);
     following.clear();
     seen.clear();
     document.querySelectorAll(".log").forEach(function (log) {
@@ -109,6 +117,8 @@
 
   document.addEventListener("htmx:afterSettle", function () {
     collapseSuperseded();
+    var timeline = document.getElementById("timeline");
+    if (timeline && timelineFollowing) timeline.scrollTop = timeline.scrollHeight;
     document.querySelectorAll(".log").forEach(function (log) {
       trim(log);
       // A log that just appeared (a new execution) opens on its tail like the page does.

@@ -1,5 +1,6 @@
-"""The staff back office: run and execution controls as admin actions, and history that nobody
-adds to, changes or deletes, superusers included.
+"""The staff back office: run and execution controls as admin actions (cancel, pause, resume,
+re-run; approve and reject a pipeline stage), and history that nobody adds to, changes or
+deletes, superusers included.
 
 The actions are driven the way a browser drives them: a POST of the changelist form with
 `action` and `_selected_action`.
@@ -18,6 +19,9 @@ from runs.models import AuditLog, Event, Execution, ExecutionStatus, Run, RunSta
 from runs.services import run_launch
 from runs.transitions import SYSTEM, Actor, execution_claim, execution_queue, run_cancel
 from tests.factories import UserFactory
+from tests.runs.test_pipeline_pages import flaky_matrix
+from tests.runs.test_pipelines import demo, drive
+from tests.runs.test_pipelines import launch as pipeline_launch
 
 pytestmark = pytest.mark.django_db
 
@@ -219,3 +223,123 @@ def test_the_run_admin_cannot_edit_a_status(root, launch):
     response = root.post(f"{RUNS}{run.pk}/change/", {"status": "succeeded", "_save": "Save"})
     assert response.status_code < 500
     assert status_of(run) == RunStatus.QUEUED
+
+
+# --- pipelines: re-run, approvals, columns -------------------------------------------------------
+
+
+def test_the_run_changelist_offers_the_reruns(root, launch):
+    launch()
+    page = root.get(RUNS).content.decode()
+    assert '<option value="rerun_runs_all">Re-run selected runs (all)</option>' in page
+    assert ('<option value="rerun_runs_failed">Re-run selected runs (failed only)</option>'
+            in page)
+
+
+def test_rerun_selected_runs_all(root, launch):
+    ended, going = launch(), launch()
+    run_cancel(run_id=ended.pk, actor=SYSTEM)
+    shown = act(root, RUNS, "rerun_runs_all", [ended.pk, going.pk])
+    new = Run.objects.get(rerun_of=ended)
+    assert ("success", f"Re-ran 1 run: Run #{ended.pk}.") in shown
+    assert ("success", f'New run (all): <a href="/runs/{new.pk}/">run #{new.pk}</a> '
+            f"(of #{ended.pk}).") in shown
+    assert ("warning", f"Run #{going.pk} not re-run: Run {going.pk} is still queued; re-run it "
+            "once it has ended, or cancel it first.") in shown
+    assert (new.trigger, new.rerun_mode) == (Trigger.RERUN, "all")
+    [audit] = admin_audits("run.rerun")
+    assert (audit.object_id, audit.actor_label) == (str(new.pk), "root")
+    assert not Run.objects.filter(rerun_of=going).exists()
+
+
+def test_rerun_selected_runs_failed_only(root, project):
+    old = drive(pipeline_launch(flaky_matrix(project)))
+    good = drive(pipeline_launch(demo(project, "visual-batch")))
+    shown = act(root, RUNS, "rerun_runs_failed", [old.pk, good.pk])
+    new = Run.objects.get(rerun_of=old)
+    assert ("success", f"Re-ran 1 run: Run #{old.pk}.") in shown
+    assert ("warning", f"Run #{good.pk} not re-run: Run {good.pk} succeeded; nothing failed to "
+            "re-run. Use 're-run all' to run it again.") in shown
+    assert new.rerun_mode == "failed"
+    assert new.executions.filter(status="pending").count() == 2  # the two failed cells
+    assert new.executions.filter(reused_from__isnull=False).count() == 5
+
+
+def _gates(project, count: int) -> list[Execution]:
+    task = demo(project, "deploy")
+    return [drive(pipeline_launch(task)).executions.get(status="waiting_approval")
+            for _ in range(count)]
+
+
+def decide(client: Client, action: str, ids: list[int], comment: str = ""
+           ) -> list[tuple[str, str]]:
+    """Choose the action (the confirmation page), then confirm it with a comment."""
+    page = client.post(EXECUTIONS, {"action": action, "_selected_action": ids})
+    assert page.status_code == 200
+    body = page.content.decode()
+    assert 'name="comment"' in body and 'name="post" value="yes"' in body
+    assert "waiting_approval" not in body  # statuses in words, as everywhere in the admin
+    for pk in ids:
+        assert f'name="_selected_action" value="{pk}"' in body
+    response = client.post(EXECUTIONS, {"action": action, "_selected_action": ids,
+                                        "post": "yes", "comment": comment},
+                           headers={"User-Agent": "admin-browser"})
+    assert response.status_code == 302, response.content[:500]
+    listed = re.search(r'<ul class="messagelist">(.*?)</ul>',
+                       client.get(response["Location"]).content.decode(), re.S)
+    return [(level, html.unescape(text)) for level, text in
+            re.findall(r'<li class="(\w+)">(.*?)</li>', listed.group(1) if listed else "", re.S)]
+
+
+def test_approve_selected_as_staff(root, project, personas):
+    first, second = _gates(project, 2)
+    step = Execution.objects.filter(step="package").first()
+    shown = decide(root, "approve_executions", [first.pk, second.pk, step.pk], "ship both")
+    assert ("success", f"Approved 2 stages: Execution #{first.pk} ({first.name}) of run "
+            f"#{first.run_id}, Execution #{second.pk} ({second.name}) of run "
+            f"#{second.run_id}.") in shown
+    assert ("warning", f"Execution #{step.pk} ({step.name}) of run #{step.run_id} not "
+            f"approved: {step.name} is succeeded, not waiting for approval.") in shown
+    for gate in (first, second):
+        gate.refresh_from_db()
+        assert gate.status == ExecutionStatus.SUCCEEDED
+        assert gate.result == {"approved": True, "by": "root", "comment": "ship both"}
+        assert status_of(gate.run) == RunStatus.RUNNING
+        assert Event.objects.filter(run_id=gate.run_id, kind="approval.granted").exists()
+    audits = admin_audits("approval.grant")
+    assert [a.object_id for a in audits] == sorted([str(first.pk), str(second.pk)])
+    assert all(a.changes["comment"] == "ship both" and a.user_agent == "admin-browser"
+               for a in audits)
+
+
+def test_reject_selected_as_staff(root, project):
+    [gate] = _gates(project, 1)
+    shown = decide(root, "reject_executions", [gate.pk])
+    assert shown == [("success", f"Rejected 1 stage: Execution #{gate.pk} ({gate.name}) of run "
+                      f"#{gate.run_id}.")]
+    assert status_of(gate.run) == RunStatus.FAILED
+    assert [a.object_id for a in admin_audits("approval.reject")] == [str(gate.pk)]
+    assert Event.objects.filter(run_id=gate.run_id, kind="approval.rejected").exists()
+
+
+def test_a_too_long_admin_comment_decides_nothing(root, project):
+    [gate] = _gates(project, 1)
+    shown = decide(root, "approve_executions", [gate.pk], "x" * 1001)
+    [(level, text)] = shown
+    assert level == "error" and text.startswith("Nothing was decided. The comment is 1001")
+    gate.refresh_from_db()
+    assert gate.status == ExecutionStatus.WAITING_APPROVAL
+
+
+def test_executions_show_their_stage_iteration_and_step(root, project):
+    run = drive(pipeline_launch(demo(project, "visual-batch")))
+    page = root.get(EXECUTIONS).content.decode()
+    for column in ("stage", "iteration", "step"):
+        assert f'class="sortable column-{column}' in page
+    assert page.count('<td class="field-stage">capture</td>') == 6
+    change = re.sub(r"\s+", " ", root.get(f"{RUNS}{run.pk}/change/").content.decode())
+    assert change.count('<td class="field-stage"> <p>capture</p>') == 6
+    assert '<td class="field-step"> <p>shot</p>' in change
+    assert "<p>{&quot;page&quot;: &quot;home&quot;, &quot;viewport&quot;: &quot;desktop&quot;}" \
+        in change  # the matrix cell
+

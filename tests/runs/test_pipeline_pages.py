@@ -14,7 +14,16 @@ import re
 import pytest
 from django.test import Client
 
-from runs.models import Attempt, AuditLog, Event, Execution, ExecutionStatus, Run, RunStatus, Trigger
+from runs.models import (
+    Attempt,
+    AuditLog,
+    Event,
+    Execution,
+    ExecutionStatus,
+    Run,
+    RunStatus,
+    Trigger,
+)
 from runs.services import run_rerun
 from tests.factories import TaskFactory
 from tests.runs.test_pipelines import BOB, demo, drive, launch
@@ -159,6 +168,19 @@ def test_a_matrix_stage_shows_each_cells_values(project, personas, client_for):
         (p, v) for p in ("home", "pricing", "docs") for v in ("desktop", "phone"))
     assert all(a == "page" and b == "viewport" for a, _p, b, _v in cells)
     assert strip_of(page) == [("capture", "Running", "0/6", True)]
+    # The overview at the top of the stage: every cell, linked to its card, with its status.
+    overview = re.search(r'<div class="matrix-overview" id="group-0-1-cells">.*?</ul>', page,
+                         re.S).group(0)
+    assert "6 cells: page × viewport" in overview
+    links = re.findall(r'<a class="matrix-cell" href="#execution-(\d+)"><span '
+                       r'class="matrix-cell-name">([^<]+)</span><span class="badge '
+                       r'badge-pending">Pending</span>', overview)
+    assert sorted(name for _pk, name in links) == sorted(
+        f"{p} · {v}" for p in ("home", "pricing", "docs") for v in ("desktop", "phone"))
+    assert {int(pk) for pk, _name in links} == set(run.executions.values_list("pk", flat=True))
+    live = poll(client_for("carol"), run, page)
+    assert re.search(r'<div class="matrix-overview" id="group-0-1-cells" hx-swap-oob="true">',
+                     live)
 
     run = drive(run)
     page = page_of(client_for("carol"), run)
@@ -195,10 +217,12 @@ def test_the_live_poll_refreshes_the_progress_and_adds_the_next_stages(project, 
     body = poll(client, run, next_poller(body))
     new = re.search(r'<div hx-swap-oob="beforeend:#executions">(.*)</div>', body, re.S)
     assert groups_of(new.group(1)) == [("group-0-2", True)]
-    state = re.search(r'id="group-1-1-state" hx-swap-oob="true">(.*?)</span>\s*</span>', body,
-                      re.S).group(1)
-    assert "Iteration 1" in state and "looped back" in state
-    assert "Iteration 2" in body
+    states = dict(re.findall(r'id="(group-\d-\d)-state" hx-swap-oob="true">(.*?)\n</span>',
+                             body, re.S))
+    assert set(states) == {"group-0-1", "group-1-1"}
+    assert "Iteration 1" in states["group-0-1"] and "looped back" in states["group-0-1"]
+    # QA's first try stays the latest QA until QA runs again.
+    assert ">Failed<" in states["group-1-1"] and "looped back" not in states["group-1-1"]
 
 
 def test_the_live_poll_adds_an_approved_stages_steps_to_its_group(project, personas,
@@ -300,6 +324,16 @@ def test_approving_with_htmx_sends_the_browser_back_to_the_run_page(project, per
     assert response.status_code == 200
     assert response["HX-Redirect"] == f"/runs/{run.pk}/"
     assert status_of(run) == RunStatus.RUNNING
+
+
+def test_a_rejected_approval_shows_its_stage_failed_in_the_strip(project, personas,
+                                                                 client_for):
+    run = drive(launch(demo(project, "deploy")))
+    client = client_for("bob")
+    client.post(f"/executions/{gate_of(run).pk}/reject")
+    page = page_of(client, run)
+    assert strip_of(page)[1] == ("production", "Failed", "0/1", False)
+    assert '<span class="badge badge-failed">Rejected</span>' in page
 
 
 @pytest.mark.parametrize("action", ["approve", "reject"])
@@ -545,14 +579,23 @@ def test_the_pipeline_page_query_count_does_not_grow_with_executions(
         project, personas, client_for, django_assert_num_queries):
     client = client_for("carol")
     # Ended: session, user, run, role (run_get), executions, attempts, role (controls and
-    # approvals), log tails, events, re-runs.
-    small = drive(launch(demo(project, "agent-pipeline"), qa_fails="never"))  # 4 executions
-    _counts(client, small, django_assert_num_queries, 10, 10)
-    large = drive(launch(demo(project, "agent-pipeline"), qa_fails="always"))  # 8 executions
-    assert large.executions.count() == 8
-    _counts(client, large, django_assert_num_queries, 10, 10)
-    matrix = drive(launch(demo(project, "visual-batch")))  # 6 executions in one stage
-    _counts(client, matrix, django_assert_num_queries, 10, 10)
+    # approvals), log tails, events, re-runs; the poll does not list re-runs.
+    agent = demo(project, "agent-pipeline")
+    small = drive(launch(agent, qa_fails="never"))  # 4 executions
+    _counts(client, small, django_assert_num_queries, 10, 9)
+    looped = drive(launch(agent, qa_fails="always"))  # 6 executions in 3 iterations
+    assert looped.executions.count() == 6
+    _counts(client, looped, django_assert_num_queries, 10, 9)
+    wide = TaskFactory(project=project, kind="pipeline", params_schema=[], spec={"stages": [
+        {"name": "fan", "matrix": {"x": list(range(4)), "y": list(range(3))},
+         "steps": [{"name": "noop", "command": ["true"]}]},
+        {"name": "gate", "approval": {"role": "operator"}, "steps": []}]})
+    many = drive(launch(wide))  # 12 executions and a rejected approval
+    gate = gate_of(many)
+    client_for("bob").post(f"/executions/{gate.pk}/reject")
+    many.refresh_from_db()
+    assert many.executions.count() == 13 and many.status == RunStatus.FAILED
+    _counts(client, many, django_assert_num_queries, 10, 9)
 
 
 def test_a_running_pipeline_page_query_count_is_fixed(project, personas, client_for,

@@ -259,3 +259,11 @@ def test_cancel_of_a_waiting_pipeline_ends_it(project):
     run.refresh_from_db()
     assert run.status == RunStatus.CANCELLED
     assert run.finished_at <= timezone.now()
+
+
+def test_rerun_failed_only_of_an_exhausted_loop_gets_a_fresh_loop_budget(project):
+    old = drive(launch(demo(project, "agent-pipeline"), qa_fails="always"))
+    assert "exhausted max_loops" in old.status_reason
+    new = drive(run_rerun(run=old, mode="failed", actor=BOB))
+    assert new.pipeline_state["loops"] == {"qa": 2}  # it looped again before failing
+    assert new.executions.filter(stage="qa", reused_from__isnull=True).count() == 3
