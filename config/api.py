@@ -101,6 +101,7 @@ def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
 
 
 api.add_router("/", "runs.api.router")
+api.add_router("/", "runs.streams.router")
 api.add_router("/", "runs.api_projects.router")
 api.add_router("/", "runs.api_projects.tokens")
 api.add_router("/", "hooks.api.router")

@@ -11,6 +11,7 @@ import json
 from collections.abc import Callable
 from urllib.parse import unquote
 
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest, HttpResponse
 
 
@@ -25,10 +26,26 @@ def _bad(text: str) -> bool:
 
 
 class RejectUnstorableInputMiddleware:
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
-        self.get_response = get_response
+    # Both sync and async, so that under ASGI it adds no thread hop to streaming requests.
+    sync_capable = True
+    async_capable = True
 
-    def __call__(self, request: HttpRequest) -> HttpResponse:
+    def __init__(self, get_response: Callable) -> None:
+        self.get_response = get_response
+        if iscoroutinefunction(self.get_response):
+            markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest):
+        if iscoroutinefunction(self):
+            return self.__acall__(request)
+        refusal = self._refusal(request)
+        return refusal if refusal is not None else self.get_response(request)
+
+    async def __acall__(self, request: HttpRequest) -> HttpResponse:
+        refusal = self._refusal(request)
+        return refusal if refusal is not None else await self.get_response(request)
+
+    def _refusal(self, request: HttpRequest) -> HttpResponse | None:
         where = self._find(request)
         if where:
             message = (f"The request's {where} contains a NUL character or invalid Unicode; "
@@ -38,7 +55,7 @@ class RejectUnstorableInputMiddleware:
                 return HttpResponse(json.dumps(body), status=400,
                                     content_type="application/json")
             return HttpResponse(message, status=400, content_type="text/plain; charset=utf-8")
-        return self.get_response(request)
+        return None
 
     @staticmethod
     def _find(request: HttpRequest) -> str:

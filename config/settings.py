@@ -99,6 +99,13 @@ def _database() -> dict:
         config = dj_database_url.parse(url, conn_max_age=600, conn_health_checks=True)
     except Exception as exc:  # dj-database-url raises several types for bad URLs
         raise ImproperlyConfigured(f"DATABASE_URL is not a valid database URL: {exc}") from None
+    if config["ENGINE"] == "django.db.backends.postgresql" and env_bool("SWITCHYARD_DB_POOL",
+                                                                         False):
+        # The ASGI web process: persistent per-thread connections leak under async request
+        # handling (Django's advice), so it uses psycopg's pool; workers keep CONN_MAX_AGE.
+        config["CONN_MAX_AGE"] = 0
+        config.setdefault("OPTIONS", {})["pool"] = {
+            "min_size": 1, "max_size": env_int("SWITCHYARD_DB_POOL_SIZE", 10, minimum=1)}
     if config["ENGINE"] == "django.db.backends.sqlite3":
         # SQLite is shared by the web process and several q2 worker processes: WAL lets readers
         # run beside the writer, the busy timeout waits instead of failing with "database is
@@ -235,3 +242,11 @@ SWITCHYARD_WEBHOOKS_ALLOW_PRIVATE = env_bool("SWITCHYARD_WEBHOOKS_ALLOW_PRIVATE"
 SWITCHYARD_WEBHOOKS_TIMEOUT = env_float("SWITCHYARD_WEBHOOKS_TIMEOUT", 10.0, minimum=1.0)
 # Where people reach Switchyard; links in webhook payloads start with it.
 SWITCHYARD_BASE_URL = env_str("SWITCHYARD_BASE_URL", "http://127.0.0.1:8000")
+
+# Server-sent event streams (runs.streams).
+SWITCHYARD_STREAM_POLL_SECONDS = env_float("SWITCHYARD_STREAM_POLL_SECONDS", 0.5, minimum=0.05)
+SWITCHYARD_STREAM_KEEPALIVE_SECONDS = env_float("SWITCHYARD_STREAM_KEEPALIVE_SECONDS", 15.0,
+                                                minimum=1.0)
+SWITCHYARD_STREAM_MAX_SECONDS = env_float("SWITCHYARD_STREAM_MAX_SECONDS", 3600.0, minimum=1.0)
+SWITCHYARD_STREAM_RETRY_MS = env_int("SWITCHYARD_STREAM_RETRY_MS", 3000, minimum=0)
+SWITCHYARD_STREAM_DB_THREADS = env_int("SWITCHYARD_STREAM_DB_THREADS", 4, minimum=1)
