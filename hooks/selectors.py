@@ -6,26 +6,13 @@ gets NotFound, never Forbidden, so an endpoint's or a delivery's existence does 
 
 from __future__ import annotations
 
-from django.db.models import QuerySet
-
 from hooks.models import DeliveryStatus, WebhookDelivery, WebhookEndpoint
 from runs.errors import InvalidInput, NotFound
 from runs.models import Project, Role
-from runs.selectors import MAX_PAGE, cursor_decode, cursor_encode, require_role
+from runs.selectors import keyset_page, require_role
 
 # Ids beyond a bigint cannot exist; checking here keeps them from reaching the database.
 MAX_ID = 2**63 - 1
-
-
-def _page(qs: QuerySet, *, cursor: str | None, limit: int) -> tuple[list, str | None]:
-    """Newest first by keyset on id: (rows, cursor of the next page or None)."""
-    after_id = cursor_decode(cursor)
-    limit = max(1, min(limit, MAX_PAGE))
-    if after_id is not None:
-        qs = qs.filter(pk__lt=after_id)
-    rows = list(qs.order_by("-id")[: limit + 1])
-    next_cursor = cursor_encode(rows[limit - 1].pk) if len(rows) > limit else None
-    return rows[:limit], next_cursor
 
 
 def endpoint_get(user, webhook_id: int, *, minimum: str = Role.VIEWER) -> WebhookEndpoint:
@@ -47,7 +34,7 @@ def endpoint_get(user, webhook_id: int, *, minimum: str = Role.VIEWER) -> Webhoo
 def endpoints_list(project: Project, *, cursor: str | None = None, limit: int = 50
                    ) -> tuple[list[WebhookEndpoint], str | None]:
     qs = WebhookEndpoint.objects.filter(project=project).select_related("project", "created_by")
-    return _page(qs, cursor=cursor, limit=limit)
+    return keyset_page(qs, cursor=cursor, limit=limit)
 
 
 def delivery_get(user, delivery_id: int, *, minimum: str = Role.VIEWER) -> WebhookDelivery:
@@ -76,4 +63,4 @@ def deliveries_list(endpoint: WebhookEndpoint, *, status: str | None = None,
     qs = WebhookDelivery.objects.filter(endpoint=endpoint)
     if status:
         qs = qs.filter(status=status)
-    return _page(qs, cursor=cursor, limit=limit)
+    return keyset_page(qs, cursor=cursor, limit=limit)

@@ -46,22 +46,12 @@ READ = {400: ErrorOut, 401: ErrorOut, 404: ErrorOut}
 WRITE = {**READ, 403: ErrorOut, 409: ErrorOut, 422: ErrorOut}
 
 
-def _page(rows: list, limit: int) -> tuple[list, str | None]:
-    """Keyset page: rows fetched as limit + 1, newest id first."""
-    if len(rows) > limit:
-        return rows[:limit], selectors.cursor_encode(rows[limit - 1].pk)
-    return rows, None
-
-
 @router.get("/projects", response={200: ProjectPage, **READ}, operation_id="projects_list")
 def projects_list(request: HttpRequest, cursor: str | None = None,
                   limit: int = Query(100, ge=1, le=200)):
     """Projects you are a member of (all projects for staff), with your role."""
-    after = selectors.cursor_decode(cursor)
     qs = selectors.projects_for_user(request.user).distinct().order_by("-id")
-    if after is not None:
-        qs = qs.filter(pk__lt=after)
-    rows, next_cursor = _page(list(qs[: limit + 1]), limit)
+    rows, next_cursor = selectors.keyset_page(qs, cursor=cursor, limit=limit)
     roles = dict(Membership.objects.filter(user=request.user).values_list("project_id", "role"))
     items = [{"slug": p.slug, "name": p.name, "description": p.description,
               "role": Role.MAINTAINER if request.user.is_staff else roles.get(p.pk)}
@@ -84,11 +74,8 @@ def members_list(request: HttpRequest, project: str, cursor: str | None = None,
                  limit: int = Query(100, ge=1, le=200)):
     """The project's members and their roles."""
     found = selectors.project_get(request.user, project)
-    after = selectors.cursor_decode(cursor)
     qs = Membership.objects.filter(project=found).select_related("user").order_by("-id")
-    if after is not None:
-        qs = qs.filter(pk__lt=after)
-    rows, next_cursor = _page(list(qs[: limit + 1]), limit)
+    rows, next_cursor = selectors.keyset_page(qs, cursor=cursor, limit=limit)
     return {"items": [{"username": m.user.get_username(), "role": m.role,
                        "created_at": m.created_at} for m in rows], "next_cursor": next_cursor}
 
@@ -131,11 +118,8 @@ def tasks_list(request: HttpRequest, project: str, cursor: str | None = None,
                limit: int = Query(100, ge=1, le=200)):
     """Tasks of a project, with their parameter schemas."""
     found = selectors.project_get(request.user, project)
-    after = selectors.cursor_decode(cursor)
     qs = Task.objects.filter(project=found).order_by("-id")
-    if after is not None:
-        qs = qs.filter(pk__lt=after)
-    rows, next_cursor = _page(list(qs[: limit + 1]), limit)
+    rows, next_cursor = selectors.keyset_page(qs, cursor=cursor, limit=limit)
     return {"items": rows, "next_cursor": next_cursor}
 
 
@@ -183,11 +167,8 @@ def tasks_delete(request: HttpRequest, project: str, task: str):
 def tokens_list(request: HttpRequest, cursor: str | None = None,
                 limit: int = Query(100, ge=1, le=200)):
     """Your API tokens (never their secret part)."""
-    after = selectors.cursor_decode(cursor)
     qs = ApiToken.objects.filter(user=request.user).order_by("-id")
-    if after is not None:
-        qs = qs.filter(pk__lt=after)
-    rows, next_cursor = _page(list(qs[: limit + 1]), limit)
+    rows, next_cursor = selectors.keyset_page(qs, cursor=cursor, limit=limit)
     return {"items": rows, "next_cursor": next_cursor}
 
 

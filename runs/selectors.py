@@ -176,6 +176,18 @@ def cursor_decode(cursor: str | None) -> int | None:
         ) from None
 
 
+def keyset_page(qs: QuerySet, *, cursor: str | None, limit: int) -> tuple[list, str | None]:
+    """One page of a list, newest first by keyset on id (never OFFSET): (rows, the cursor of
+    the next page or None). A cursor not made by cursor_encode is a 400."""
+    after_id = cursor_decode(cursor)
+    limit = max(1, min(limit, MAX_PAGE))
+    if after_id is not None:
+        qs = qs.filter(pk__lt=after_id)
+    rows = list(qs.order_by("-id")[: limit + 1])
+    next_cursor = cursor_encode(rows[limit - 1].pk) if len(rows) > limit else None
+    return rows[:limit], next_cursor
+
+
 @dataclass
 class RunFilters:
     project: str | None = None
@@ -199,13 +211,12 @@ def runs_list(
     user, *, filters: RunFilters, cursor: str | None = None, limit: int = 50
 ) -> tuple[list[Run], str | None]:
     """Runs the user can see, newest first, by keyset on id. Returns (rows, next cursor)."""
-    after_id = cursor_decode(cursor)
+    cursor_decode(cursor)  # a bad cursor is reported before bad filters
     problems = filters.errors()
     if problems:
         from runs.errors import InvalidInput
 
         raise InvalidInput("Some filters are invalid.", fields=problems)
-    limit = max(1, min(limit, MAX_PAGE))
     qs: QuerySet[Run] = Run.objects.select_related("project", "task", "created_by")
     if not user.is_staff:
         qs = qs.filter(project__memberships__user=user)
@@ -223,11 +234,7 @@ def runs_list(
         qs = qs.filter(created_at__gte=filters.created_after)
     if filters.created_before:
         qs = qs.filter(created_at__lt=filters.created_before)
-    if after_id is not None:
-        qs = qs.filter(pk__lt=after_id)
-    rows = list(qs.order_by("-id")[: limit + 1])
-    next_cursor = cursor_encode(rows[limit - 1].pk) if len(rows) > limit else None
-    return rows[:limit], next_cursor
+    return keyset_page(qs, cursor=cursor, limit=limit)
 
 
 def events_after(run: Run, after: int = 0, limit: int = 500) -> list[Event]:

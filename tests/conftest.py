@@ -23,6 +23,15 @@ def is_postgres() -> bool:
     return connection.vendor == "postgresql"
 
 
+def process_alive(pid: int) -> bool:
+    """True while the process exists and is not a zombie (an exited, unreaped child)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 def wait_for(condition: Callable[[], object], *, timeout: float = 30.0,
              interval: float = 0.05, message: str = "condition") -> object:
     """Poll until condition() is truthy; fail the test with `message` after `timeout`."""

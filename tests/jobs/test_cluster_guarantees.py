@@ -20,6 +20,7 @@ from jobs.reaper import reap
 from runs.models import Attempt, Event, Execution, ExecutionStatus, Run, RunStatus
 from runs.services import run_launch
 from runs.transitions import Actor, execution_cancel, run_cancel
+from tests.conftest import process_alive as _alive
 from tests.conftest import subprocess_env, wait_for
 from tests.factories import TaskFactory
 
@@ -75,12 +76,6 @@ def clusters(transactional_db, tmp_path):
         cluster.stop()
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split(")")[-1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def _terminal(run_ids) -> bool:

@@ -13,6 +13,7 @@ from django.test.utils import CaptureQueriesContext
 
 from jobs.tasks import execution_run
 from runs.models import Attempt, ExecutionStatus, LogChunk, RunStatus
+from tests.conftest import process_alive as _alive
 from tests.conftest import wait_for
 from tests.jobs.conftest import log_text
 
@@ -97,12 +98,6 @@ def test_a_missing_program_fails_with_a_clear_error(run_command):
     assert "Could not start '/nonexistent/program'" in execution.error
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split(")")[-1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def test_a_timeout_kills_the_process_group_including_a_grandchild(run_command, tmp_path):

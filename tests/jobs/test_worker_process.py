@@ -15,6 +15,7 @@ from django.conf import settings as django_settings
 from runs.models import Execution, LogChunk, Run, RunStatus
 from runs.services import run_launch
 from runs.transitions import Actor, execution_queue
+from tests.conftest import process_alive as _alive
 from tests.conftest import subprocess_env, wait_for
 from tests.factories import TaskFactory
 
@@ -86,12 +87,6 @@ def test_a_failing_run_on_the_cluster_records_the_exit_code(qcluster, project):
     assert run.executions.get().exit_code == 3
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split(")")[-1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 @pytest.mark.django_db(transaction=True)
