@@ -7,9 +7,9 @@ gets NotFound, never Forbidden, so an endpoint's or a delivery's existence does 
 from __future__ import annotations
 
 from hooks.models import DeliveryStatus, WebhookDelivery, WebhookEndpoint
-from runs.errors import InvalidInput, NotFound
+from runs.errors import InvalidInput
 from runs.models import Project, Role
-from runs.selectors import keyset_page, require_role
+from runs.selectors import keyset_page, visible_or_404
 
 # Ids beyond a bigint cannot exist; checking here keeps them from reaching the database.
 MAX_ID = 2**63 - 1
@@ -22,13 +22,7 @@ def endpoint_get(user, webhook_id: int, *, minimum: str = Role.VIEWER) -> Webhoo
             WebhookEndpoint.objects.select_related("project", "created_by")
             .filter(pk=webhook_id).first()
         )
-    if endpoint is None:
-        raise NotFound(f"Webhook {webhook_id} not found.")
-    try:
-        require_role(user, endpoint.project, minimum)
-    except NotFound:
-        raise NotFound(f"Webhook {webhook_id} not found.") from None
-    return endpoint
+    return visible_or_404(user, endpoint, lambda e: e.project, minimum, f"Webhook {webhook_id}")
 
 
 def endpoints_list(project: Project, *, cursor: str | None = None, limit: int = 50
@@ -44,13 +38,8 @@ def delivery_get(user, delivery_id: int, *, minimum: str = Role.VIEWER) -> Webho
             WebhookDelivery.objects.select_related("endpoint", "endpoint__project")
             .filter(pk=delivery_id).first()
         )
-    if delivery is None:
-        raise NotFound(f"Delivery {delivery_id} not found.")
-    try:
-        require_role(user, delivery.endpoint.project, minimum)
-    except NotFound:
-        raise NotFound(f"Delivery {delivery_id} not found.") from None
-    return delivery
+    return visible_or_404(user, delivery, lambda d: d.endpoint.project, minimum,
+                          f"Delivery {delivery_id}")
 
 
 def deliveries_list(endpoint: WebhookEndpoint, *, status: str | None = None,

@@ -67,15 +67,22 @@ def require_role(user, project: Project, minimum: str) -> str:
     return role
 
 
+def visible_or_404(user, obj, project_of, minimum: str, what: str):
+    """`obj` if it exists and the user has `minimum` in its project; otherwise NotFound with
+    the same message either way (outsiders cannot tell "missing" from "not yours"). A member
+    whose role is too low gets Forbidden."""
+    if obj is None:
+        raise NotFound(f"{what} not found.")
+    try:
+        require_role(user, project_of(obj), minimum)
+    except NotFound:
+        raise NotFound(f"{what} not found.") from None
+    return obj
+
+
 def project_get(user, slug: str, *, minimum: str = Role.VIEWER) -> Project:
     project = Project.objects.filter(slug=slug).first()
-    if project is None:
-        raise NotFound(f"Project {slug!r} not found.")
-    try:
-        require_role(user, project, minimum)
-    except NotFound:
-        raise NotFound(f"Project {slug!r} not found.") from None
-    return project
+    return visible_or_404(user, project, lambda p: p, minimum, f"Project {slug!r}")
 
 
 def task_get(user, project_slug: str, task_slug: str, *, minimum: str = Role.VIEWER) -> Task:
@@ -94,26 +101,15 @@ def run_get(user, run_id: int, *, minimum: str = Role.VIEWER) -> Run:
     run = (
         Run.objects.select_related("project", "task", "created_by").filter(pk=run_id).first()
     )
-    if run is None:
-        raise NotFound(f"Run {run_id} not found.")
-    try:
-        require_role(user, run.project, minimum)
-    except NotFound:
-        raise NotFound(f"Run {run_id} not found.") from None
-    return run
+    return visible_or_404(user, run, lambda r: r.project, minimum, f"Run {run_id}")
 
 
 def execution_get(user, execution_id: int) -> Execution:
     execution = (
         Execution.objects.select_related("run", "run__project").filter(pk=execution_id).first()
     )
-    if execution is None:
-        raise NotFound(f"Execution {execution_id} not found.")
-    try:
-        require_role(user, execution.run.project, Role.VIEWER)
-    except NotFound:
-        raise NotFound(f"Execution {execution_id} not found.") from None
-    return execution
+    return visible_or_404(user, execution, lambda e: e.run.project, Role.VIEWER,
+                          f"Execution {execution_id}")
 
 
 def executions_for_run(run: Run) -> list[Execution]:
