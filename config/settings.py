@@ -146,8 +146,47 @@ STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 WHITENOISE_USE_FINDERS = DEBUG
+# Artifacts: the local file system under ARTIFACTS_ROOT by default; S3-compatible storage
+# (AWS, MinIO, Ceph...) through django-storages when SWITCHYARD_ARTIFACTS_STORAGE=s3, which
+# every machine running a worker or the web must then share. See docs/operations.md.
+ARTIFACTS_ROOT = Path(env_str("ARTIFACTS_ROOT", str(VAR_DIR / "artifacts")))
+ARTIFACTS_STORAGE_KIND = env_str("SWITCHYARD_ARTIFACTS_STORAGE", "filesystem")
+if ARTIFACTS_STORAGE_KIND == "filesystem":
+    _ARTIFACTS_STORAGE = {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        # Never served by URL: downloads go through permission-checked views.
+        "OPTIONS": {"location": str(ARTIFACTS_ROOT), "base_url": None,
+                    "file_permissions_mode": 0o640, "directory_permissions_mode": 0o750},
+    }
+elif ARTIFACTS_STORAGE_KIND == "s3":
+    _ARTIFACTS_STORAGE = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": env_str("SWITCHYARD_S3_BUCKET", "switchyard-artifacts"),
+            "endpoint_url": env_str("SWITCHYARD_S3_ENDPOINT_URL", None),
+            "region_name": env_str("SWITCHYARD_S3_REGION", None),
+            "access_key": env_str("SWITCHYARD_S3_ACCESS_KEY_ID", None),
+            "secret_key": env_str("SWITCHYARD_S3_SECRET_ACCESS_KEY", None),
+            "location": env_str("SWITCHYARD_S3_PREFIX", ""),
+            "default_acl": None,
+            "querystring_auth": True,
+            "file_overwrite": False,
+        },
+    }
+else:
+    raise ImproperlyConfigured(
+        f"SWITCHYARD_ARTIFACTS_STORAGE must be 'filesystem' or 's3', not "
+        f"{ARTIFACTS_STORAGE_KIND!r}"
+    )
+SWITCHYARD_ARTIFACT_MAX_FILE_MB = env_int("SWITCHYARD_ARTIFACT_MAX_FILE_MB", 100, minimum=1)
+SWITCHYARD_ARTIFACT_MAX_RUN_MB = env_int("SWITCHYARD_ARTIFACT_MAX_RUN_MB", 1024, minimum=1)
+SWITCHYARD_ARTIFACT_MAX_FILES = env_int("SWITCHYARD_ARTIFACT_MAX_FILES", 500, minimum=1)
+# Pixels of an image the comparison accepts (width x height); larger ones are not compared.
+SWITCHYARD_DIFF_MAX_PIXELS = env_int("SWITCHYARD_DIFF_MAX_PIXELS", 40_000_000, minimum=1)
+
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "artifacts": _ARTIFACTS_STORAGE,
     "staticfiles": {
         "BACKEND": (
             "django.contrib.staticfiles.storage.StaticFilesStorage"

@@ -11,7 +11,13 @@ import time
 from pathlib import Path
 
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, close_old_connections, connection
+from django.db import (
+    InterfaceError,
+    OperationalError,
+    close_old_connections,
+    connection,
+    transaction,
+)
 from django.utils import timezone
 
 from jobs.executors import ExecutionContext, Outcome, error_truncate, executor_for
@@ -170,6 +176,10 @@ def _attempt_run(execution_id: int, number: int) -> str:
             logger.exception("executor crashed on execution %s", execution_id)
             outcome = Outcome(status=ExecutionStatus.FAILED, outcome="internal_error",
                               error=error_truncate(f"Switchyard internal error: {exc!r}"))
+        if ctx.stop_reason.startswith("the attempt is no longer current"):
+            pass  # reaped: another attempt owns the execution; nothing of ours is recorded
+        else:
+            _artifacts_keep(execution, number, snapshot, workdir, log)
         lost = log.close()  # every line is stored before the attempt is reported finished
         if lost:
             outcome.error = (outcome.error + "\n" if outcome.error else "") + (
@@ -183,6 +193,47 @@ def _attempt_run(execution_id: int, number: int) -> str:
         if not settings.SWITCHYARD_KEEP_WORKDIRS:
             shutil.rmtree(workdir, ignore_errors=True)
     return f"execution {execution_id} attempt {number}: {outcome.status}"
+
+
+def _artifacts_keep(execution: Execution, number: int, snapshot: dict, workdir: Path,
+                    log: LogWriter) -> None:
+    """Keep the files the task asks for (artifacts.collect) and compare its images with the
+    baseline. Runs before the attempt is reported finished, so a client that sees the run end
+    also sees its artifacts. A failure here is reported in the log and never fails the run."""
+    from artifacts.collect import artifacts_collect
+    from artifacts.services import artifacts_compare
+    from runs.transitions import event_append
+
+    globs = snapshot.get("artifact_globs")
+    if globs is None:  # an inline pipeline command keeps what the pipeline asks for
+        globs = execution.run.task_snapshot.get("artifact_globs") or []
+    globs = list(globs)
+    if snapshot.get("kind") == "http":
+        globs.append("response.*")  # the HTTP executor's response body
+    if not globs:
+        return
+    excluded = set((snapshot.get("spec") or {}).get("files") or {})
+    try:
+        report = artifacts_collect(execution=execution, attempt=number, workdir=workdir,
+                                   globs=globs, excluded=excluded, note=log.system)
+        if report.kept:
+            log.system(f"kept {len(report.kept)} artifact file(s), "
+                       f"{report.bytes / 1024:.1f} KiB")
+            artifacts_compare(report.kept)
+    except Exception as exc:
+        logger.exception("collecting artifacts of execution %s failed", execution.pk)
+        log.system(f"artifacts could not be collected: {exc!r}")
+        return
+    if report.fenced or not (report.kept or report.notes):
+        return
+    with transaction.atomic():
+        event_append(
+            execution.run_id, "artifacts.collected",
+            f"{execution.name}: kept {len(report.kept)} file(s)"
+            + (f"; {len(report.notes)} not kept" if report.notes else "") + ".",
+            now=timezone.now(), execution_id=execution.pk,
+            data={"kept": [a.name for a in report.kept][:100], "bytes": report.bytes,
+                  "notes": report.notes[:50]})
 
 
 FINISH_TRIES = 4

@@ -54,7 +54,8 @@ def projects_list(request: HttpRequest, cursor: str | None = None,
     rows, next_cursor = selectors.keyset_page(qs, cursor=cursor, limit=limit)
     roles = dict(Membership.objects.filter(user=request.user).values_list("project_id", "role"))
     items = [{"slug": p.slug, "name": p.name, "description": p.description,
-              "role": Role.MAINTAINER if request.user.is_staff else roles.get(p.pk)}
+              "role": Role.MAINTAINER if request.user.is_staff else roles.get(p.pk),
+              "retention_days": p.retention_days, "retention_runs": p.retention_runs}
              for p in rows]
     return {"items": items, "next_cursor": next_cursor}
 
@@ -65,7 +66,8 @@ def projects_get(request: HttpRequest, project: str):
     """One project, with your role in it."""
     found = selectors.project_get(request.user, project)
     return {"slug": found.slug, "name": found.name, "description": found.description,
-            "role": selectors.role_of(request.user, found)}
+            "role": selectors.role_of(request.user, found),
+            "retention_days": found.retention_days, "retention_runs": found.retention_runs}
 
 
 @router.get("/projects/{project}/members", response={200: MemberPage, **READ},

@@ -35,6 +35,17 @@ class Project(models.Model):
     slug = models.SlugField(max_length=64, unique=True)
     name = models.CharField(max_length=200)
     description = models.TextField(blank=True)
+    # Retention (`manage.py prune`): finished runs older than this many days, or beyond the
+    # newest this-many runs of their task, are deleted with their logs and artifacts.
+    # Empty keeps everything. A task's baseline run is always kept.
+    retention_days = models.PositiveIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(1)],
+        help_text="Delete finished runs older than this many days; empty keeps them.",
+    )
+    retention_runs = models.PositiveIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(1)],
+        help_text="Keep only the newest this-many finished runs of each task; empty keeps all.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -132,6 +143,31 @@ class Task(models.Model):
         null=True, blank=True,
         help_text="Whole-run timeout from launch; the run ends timed_out past it.",
     )
+    # Artifacts: files in the working directory matching these globs are kept after each
+    # attempt (artifacts.collect). `**` spans directories; `*` stays within one.
+    artifact_globs = models.JSONField(
+        default=list, blank=True,
+        help_text='Files to keep, relative to the working directory, e.g. ["report.html", '
+                  '"screenshots/**/*.png"].',
+    )
+    # Image comparison with the baseline run: the share of pixels that differ (by more than
+    # the tolerance on some channel) decides the level.
+    baseline_run = models.ForeignKey(
+        "Run", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+        help_text="Image artifacts of later runs are compared with this run's.",
+    )
+    diff_minor_ratio = models.FloatField(
+        default=0.0001, validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
+        help_text="Share of differing pixels from which a difference is minor (0.0001 = 0.01%).",
+    )
+    diff_major_ratio = models.FloatField(
+        default=0.01, validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
+        help_text="Share of differing pixels from which a difference is major (0.01 = 1%).",
+    )
+    diff_pixel_tolerance = models.PositiveSmallIntegerField(
+        default=0, validators=[MaxValueValidator(255)],
+        help_text="A pixel differs when a channel differs by more than this (0-255).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -157,8 +193,19 @@ class Task(models.Model):
             kind=self.kind, spec=self.spec, params_schema=self.params_schema,
             concurrency_key=self.concurrency_key, retry_backoff=self.retry_backoff,
             retry_on=self.retry_on, project_id=self.project_id,
+            artifact_globs=self.artifact_globs,
         )
-        fields = {"spec", "params_schema", "kind", "concurrency_key", "retry_backoff", "retry_on"}
+        if (isinstance(self.diff_minor_ratio, float | int)
+                and isinstance(self.diff_major_ratio, float | int)
+                and self.diff_minor_ratio > self.diff_major_ratio):
+            errors.setdefault("diff_major_ratio", []).append(
+                "must be at least the minor ratio")
+        if self.baseline_run_id and self.pk and (
+                Run.objects.filter(pk=self.baseline_run_id).values_list("task_id", flat=True)
+                .first() != self.pk):
+            errors.setdefault("baseline_run", []).append("must be a run of this task")
+        fields = {"spec", "params_schema", "kind", "concurrency_key", "retry_backoff", "retry_on",
+                  "artifact_globs", "diff_major_ratio", "baseline_run"}
         by_field: dict[str, list[str]] = {}
         for path, messages in errors.items():
             root = path.split(".")[0].split("[")[0]
@@ -184,6 +231,7 @@ class Task(models.Model):
             "concurrency_limit": self.concurrency_limit,
             "priority": self.priority,
             "max_parallel": self.max_parallel,
+            "artifact_globs": self.artifact_globs,
         }
 
 
@@ -250,6 +298,9 @@ class Run(models.Model):
     # The last allocated Event.seq. Incremented under this row's lock, so seq is gapless and a
     # reader paging with ?after=seq can never skip an event that commits late.
     last_event_seq = models.PositiveIntegerField(default=0)
+    # The worst image comparison level with the task's baseline ("", none, minor, major),
+    # kept here so run lists show the badge without reading comparisons.
+    visual_diff = models.CharField(max_length=8, blank=True)
 
     class Meta:
         ordering = ["-id"]

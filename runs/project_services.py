@@ -16,7 +16,8 @@ from runs.transitions import Actor, audit_write
 
 TASK_FIELDS = ("name", "description", "kind", "spec", "params_schema", "timeout_seconds",
                "enabled", "max_attempts", "retry_backoff", "retry_on", "concurrency_key",
-               "concurrency_limit", "priority", "max_parallel", "run_deadline_seconds")
+               "concurrency_limit", "priority", "max_parallel", "run_deadline_seconds",
+               "artifact_globs", "diff_minor_ratio", "diff_major_ratio", "diff_pixel_tolerance")
 
 
 def member_add(*, project: Project, username: str, role: str, actor: Actor) -> Membership:

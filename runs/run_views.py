@@ -466,10 +466,13 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
     cursors = {e.pk: tails[e.pk].last_seq for e in state.executions}
     context = state.context()
     views = state.views(tails)
+    from artifacts.views import run_artifacts_context
+
     return render(
         request,
         "runs/run_detail.html",
         {
+            **run_artifacts_context(run, state.role),
             **context,
             "executions": views,
             "groups": stage_groups(views) if context["pipeline"] else [],

@@ -25,6 +25,8 @@ class ProjectOut(Schema):
     name: str
     description: str
     role: str | None = None
+    retention_days: int | None = None
+    retention_runs: int | None = None
 
 
 class TaskOut(Schema):
@@ -258,6 +260,11 @@ class TaskDetailOut(TaskOut):
     priority: int
     max_parallel: int
     run_deadline_seconds: int | None
+    artifact_globs: list[str] | Any
+    baseline_run: int | None = Field(None, alias="baseline_run_id")
+    diff_minor_ratio: float
+    diff_major_ratio: float
+    diff_pixel_tolerance: int
     created_at: datetime
     updated_at: datetime
 
@@ -277,6 +284,12 @@ class TaskWriteFields(Schema):
     concurrency_limit: int | None = None
     priority: int | None = Field(None, ge=-1000000, le=1000000)
     max_parallel: int | None = None
+    artifact_globs: list[Any] | None = Field(
+        None, description='Files to keep after each attempt, e.g. ["report.html", '
+        '"shots/**/*.png"].')
+    diff_minor_ratio: float | None = Field(None, ge=0, le=1)
+    diff_major_ratio: float | None = Field(None, ge=0, le=1)
+    diff_pixel_tolerance: int | None = Field(None, ge=0, le=255)
     run_deadline_seconds: int | None = None
 
 

@@ -26,9 +26,15 @@ def task_definition_errors(
     retry_backoff: Any = None,
     retry_on: Any = None,
     project_id: int | None = None,
+    artifact_globs: Any = None,
 ) -> dict[str, list[str]]:
     """All problems with a task definition, keyed by field path; empty when valid."""
+    from artifacts.globs import globs_errors
+
     errors = schema_errors(params_schema)
+    if artifact_globs is not None:
+        for message in globs_errors(artifact_globs):
+            errors.setdefault("artifact_globs", []).append(message)
     declared = (
         {f.get("name") for f in params_schema if isinstance(f, dict)}
         if isinstance(params_schema, list)

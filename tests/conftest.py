@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from django.conf import settings as django_settings
 from django.db import connection
 from django.test import Client
 
@@ -48,6 +49,13 @@ def wait_for(condition: Callable[[], object], *, timeout: float = 30.0,
 @pytest.fixture(autouse=True)
 def _isolated_dirs(settings, tmp_path: Path) -> None:
     settings.SWITCHYARD_WORK_ROOT = tmp_path / "work"
+    # Artifacts of each test in its own directory (subprocess_env passes it to workers).
+    settings.ARTIFACTS_ROOT = tmp_path / "artifacts"
+    settings.STORAGES = {**settings.STORAGES, "artifacts": {
+        **settings.STORAGES["artifacts"],
+        "OPTIONS": {**settings.STORAGES["artifacts"].get("OPTIONS", {}),
+                    "location": str(tmp_path / "artifacts")},
+    }}
     settings.SWITCHYARD_KILL_GRACE = 1.0
     # In-process executions run inside the test's transaction, which the heartbeat thread's own
     # connection cannot see; tests that exercise heartbeats set a short interval themselves.
@@ -132,5 +140,6 @@ def database_url_for_subprocess() -> str:
 def subprocess_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env["DATABASE_URL"] = database_url_for_subprocess()
+    env["ARTIFACTS_ROOT"] = str(django_settings.ARTIFACTS_ROOT)
     env.update(extra)
     return env

@@ -34,6 +34,20 @@ def _render(template: str, params: dict, *, url: bool = False) -> str:
     return PLACEHOLDER_RE.sub(value, template)
 
 
+def _response_name(content_type: str) -> str:
+    """The artifact name of a response body, by its media type."""
+    media = content_type.split(";")[0].strip().lower()
+    if media == "application/json" or media.endswith("+json"):
+        return "response.json"
+    if media in ("text/html", "application/xhtml+xml"):
+        return "response.html"
+    if media in ("text/csv",):
+        return "response.csv"
+    if media.startswith("text/") or media in ("application/xml",) or media.endswith("+xml"):
+        return "response.txt"
+    return "response.bin"
+
+
 def http_execute(ctx: ExecutionContext) -> Outcome:
     spec = ctx.snapshot["spec"]
     timeout = int(ctx.snapshot.get("timeout_seconds") or settings.SWITCHYARD_DEFAULT_TIMEOUT)
@@ -46,9 +60,15 @@ def http_execute(ctx: ExecutionContext) -> Outcome:
     deadline = time.monotonic() + timeout
     chunks: list[bytes] = []
     size = 0
+    # The whole body is kept as an artifact (response.<ext>), up to the per-file artifact cap;
+    # the result holds only its first BODY_KEEP bytes.
+    keep_max = settings.SWITCHYARD_ARTIFACT_MAX_FILE_MB * 1024 * 1024
+    body_file = None
     try:
         with httpx.Client(timeout=min(timeout, 30), follow_redirects=False) as client, \
                 client.stream(method, url, headers=headers, content=body) as response:
+            body_file = (ctx.workdir / _response_name(response.headers.get("content-type", ""))
+                         ).open("wb")
             # A server that trickles bytes would never trip httpx's per-read timeout: the
             # whole exchange gets one deadline, and a stop request ends it too.
             for chunk in response.iter_bytes():
@@ -60,6 +80,8 @@ def http_execute(ctx: ExecutionContext) -> Outcome:
                                    error=ctx.stop_reason or "stopped")
                 if size < BODY_KEEP:
                     chunks.append(chunk[: BODY_KEEP - size])
+                if size < keep_max:
+                    body_file.write(chunk[: keep_max - size])
                 size += len(chunk)
     except httpx.TimeoutException:
         ctx.log.system(f"timed out after {timeout} s")
@@ -70,6 +92,9 @@ def http_execute(ctx: ExecutionContext) -> Outcome:
         ctx.log.system(message)
         return Outcome(status=ExecutionStatus.FAILED, outcome="unreachable",
                        error=error_truncate(message))
+    finally:
+        if body_file is not None:
+            body_file.close()
     text = b"".join(chunks).decode(response.encoding or "utf-8", errors="replace")
     ctx.log.add_lines("stdout", text.splitlines())
     ctx.log.flush()
