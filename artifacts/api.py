@@ -1,5 +1,5 @@
 """REST endpoints for artifacts: list a run's files, read one, download it, fetch its
-comparison pictures; mark or clear a task's baseline; compare a run again; delete a run."""
+comparison pictures; mark or clear a task's baseline; compare a run again."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ from typing import Any, Literal
 
 from django.http import HttpRequest
 from django.urls import reverse
-from ninja import Path, Query, Router, Schema, Status
+from ninja import Path, Query, Router, Schema
 
 from artifacts import selectors as artifact_selectors
 from artifacts.models import Artifact, Comparison
 from artifacts.responses import artifact_download, picture_response
-from artifacts.services import baseline_clear, baseline_set, run_compare, run_delete
+from artifacts.services import baseline_clear, baseline_set, run_compare
 from runs import selectors
 from runs.api import actor_for
 from runs.errors import NotFound
@@ -193,12 +193,3 @@ def runs_compare(request: HttpRequest, run_id: int = ID):
     rows = artifact_selectors.artifacts_of_run(run).filter(comparison__isnull=False)
     return {"run": run.pk, "visual_diff": run.visual_diff,
             "items": [artifact_out(request, a) for a in rows]}
-
-
-@router.delete("/runs/{int:run_id}", response={204: None, **WRITE}, operation_id="runs_delete")
-def runs_delete(request: HttpRequest, run_id: int = ID):
-    """Delete a finished run with its logs, events and artifacts (maintainer). A task's
-    baseline run must be cleared first."""
-    run = selectors.run_get(request.user, run_id, minimum=Role.MAINTAINER)
-    run_delete(run, actor=actor_for(request))
-    return Status(204, None)

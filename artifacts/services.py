@@ -185,19 +185,3 @@ def baseline_clear(task: Task, *, actor: Actor) -> Task:
         audit_write(actor=actor, action="task.baseline", obj=task, now=now,
                     project_id=task.project_id, changes={"baseline_run": [previous, None]})
     return task
-
-
-def run_delete(run: Run, *, actor: Actor) -> None:
-    """Delete a finished run with its executions, logs, events and artifacts; the files go
-    from storage once the transaction commits. A task's baseline run cannot be deleted."""
-    if not run.is_terminal:
-        raise Conflict(f"Run {run.pk} is {run.status}; cancel it and let it finish first.")
-    if Task.objects.filter(baseline_run=run).exists():
-        raise Conflict(f"Run {run.pk} is the baseline of its task; clear the baseline first.")
-    now = timezone.now()
-    with transaction.atomic():
-        audit_write(actor=actor, action="run.delete", obj=run, now=now,
-                    project_id=run.project_id,
-                    changes={"task": run.task_snapshot.get("slug"), "status": run.status})
-        run.delete()
-

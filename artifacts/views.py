@@ -19,12 +19,13 @@ from django.views.decorators.http import require_GET
 from artifacts import selectors as artifact_selectors
 from artifacts.models import Artifact, Comparison, DiffLevel
 from artifacts.responses import artifact_download, picture_response
-from artifacts.services import baseline_clear, baseline_set, run_compare, run_delete
+from artifacts.services import baseline_clear, baseline_set, run_compare
 from artifacts.storage import artifact_storage
 from runs import selectors
 from runs.control_views import _control_apply, _to_page, control
 from runs.errors import Conflict
 from runs.models import Role, Run, Task
+from runs.services import run_delete
 from runs.views import actor_for, page
 
 PREVIEW_BYTES = 2 * 1024 * 1024
@@ -152,8 +153,8 @@ def artifact_view(request: HttpRequest, artifact_id: int) -> HttpResponse:
             "observed_pct": 100.0 * (artifact.width or comparison.width) / comparison.width,
             "baseline_pct": 100.0 * (baseline.width or comparison.width) / comparison.width,
         }
-    siblings = list(artifact_selectors.artifacts_of_run(run).only(
-        "id", "name", "execution_id", "attempt", "content_type"))
+    siblings = list(artifact_selectors.artifacts_of_run(run).select_related(None).only(
+        "id", "name", "execution_id", "attempt"))
     index = next((i for i, a in enumerate(siblings) if a.pk == artifact.pk), 0)
     role = selectors.role_of(request.user, run.project)
     return render(request, "artifacts/artifact_view.html", {

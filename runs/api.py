@@ -23,7 +23,7 @@ from runs.schemas import (
     RunPage,
     WorkersOut,
 )
-from runs.services import run_launch, run_rerun
+from runs.services import run_delete, run_launch, run_rerun
 from runs.transitions import (
     Actor,
     execution_approve,
@@ -277,3 +277,13 @@ def executions_reject(request: HttpRequest, execution_id: int = ID,
                       body: CommentIn | None = None):
     """Reject a stage waiting for approval: the stage fails, then its on_failure applies."""
     return _approval(request, execution_id, False, body.comment if body else "")
+
+
+@router.delete("/runs/{int:run_id}", response={204: None, 403: ErrorOut, 409: ErrorOut,
+                                               **ERRORS}, operation_id="runs_delete")
+def runs_delete(request: HttpRequest, run_id: int = ID):
+    """Delete a finished run with its logs, events and artifacts (maintainer). A task's
+    baseline run must be cleared first."""
+    run = selectors.run_get(request.user, run_id, minimum=Role.MAINTAINER)
+    run_delete(run, actor=actor_for(request))
+    return Status(204, None)

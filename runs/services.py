@@ -296,3 +296,20 @@ def run_rerun(*, run: Run, mode: str, actor: Actor, now: datetime | None = None)
                 run_settle(new, now=now)  # the failing stage had nothing left: advance
         transaction.on_commit(_dispatch)
     return new
+
+
+def run_delete(run: Run, *, actor: Actor) -> None:
+    """Delete a finished run with its executions, logs, events and artifacts (whose files go
+    from storage once the transaction commits: artifacts.signals). A task's baseline run
+    cannot be deleted: later runs are compared with it."""
+    if not run.is_terminal:
+        raise Conflict(f"Run {run.pk} is {run.status}; cancel it and let it finish first.")
+    if Task.objects.filter(baseline_run=run).exists():
+        raise Conflict(f"Run {run.pk} is the baseline of its task; clear the baseline first.")
+    now = timezone.now()
+    with transaction.atomic():
+        audit_write(actor=actor, action="run.delete", obj=run, now=now,
+                    project_id=run.project_id,
+                    changes={"task": run.task_snapshot.get("slug"), "status": run.status})
+        run.delete()
+

@@ -48,6 +48,36 @@ def gate(ctx) -> Execution:
     return run.executions.get(status="waiting_approval")
 
 
+def artifact(ctx) -> int:
+    """A stored file of a finished run, compared with a baseline image."""
+    from django.core.files.base import ContentFile
+    from django.utils import timezone
+
+    from artifacts.models import Artifact, Comparison
+    from artifacts.storage import artifact_storage
+
+    run = failed_run(ctx)
+    storage = artifact_storage()
+    key = storage.save(f"p{run.project_id}/r{run.pk}/x/shot.png", ContentFile(b"\x89PNG"))
+    made = Artifact.objects.create(run=run, execution=run.executions.get(), attempt=1,
+                                   name="shot.png", size=5, sha256="0" * 64,
+                                   content_type="image/png", storage_key=key,
+                                   created_at=timezone.now())
+    diff = storage.save(f"p{run.project_id}/r{run.pk}/compare/diff.png", ContentFile(b"d"))
+    Comparison.objects.create(artifact=made, ratio=0.5, level="major", diff_key=diff,
+                              created_at=timezone.now())
+    return made.pk
+
+
+def compare_ready(ctx) -> Run:
+    from artifacts.services import baseline_set
+
+    baseline = failed_run(ctx)
+    baseline.refresh_from_db()
+    baseline_set(baseline, actor=ACTOR)
+    return failed_run(ctx)
+
+
 # (method, path template, body, setup, {persona: expected status})
 ALL_OK = {"alice": 200, "bob": 200, "carol": 200, "mallory": 404}
 LIST_OK = {"alice": 200, "bob": 200, "carol": 200, "mallory": 200}
@@ -135,6 +165,19 @@ ROWS: list[tuple[str, str, Callable | dict | None, Callable | None, dict]] = [
      lambda ctx: {"delivery": webhook_delivery(ctx)}, ALL_OK),
     ("POST", "/api/deliveries/{delivery}/redeliver", None,
      lambda ctx: {"delivery": webhook_delivery(ctx)}, {**OPERATOR, "alice": 201, "bob": 201}),
+    ("GET", "/api/runs/{run}/artifacts", None, lambda ctx: {"run": failed_run(ctx).pk}, ALL_OK),
+    ("GET", "/api/artifacts/{artifact}", None, lambda ctx: {"artifact": artifact(ctx)}, ALL_OK),
+    ("GET", "/api/artifacts/{artifact}/download", None,
+     lambda ctx: {"artifact": artifact(ctx)}, ALL_OK),
+    ("GET", "/api/artifacts/{artifact}/comparison/diff", None,
+     lambda ctx: {"artifact": artifact(ctx)}, ALL_OK),
+    ("POST", "/api/runs/{run}/baseline", None, lambda ctx: {"run": failed_run(ctx).pk},
+     OPERATOR),
+    ("DELETE", "/api/projects/demo/tasks/hello/baseline", None, None, OPERATOR),
+    ("POST", "/api/runs/{run}/compare", None, lambda ctx: {"run": compare_ready(ctx).pk},
+     OPERATOR),
+    ("DELETE", "/api/runs/{run}", None, lambda ctx: {"run": failed_run(ctx).pk},
+     {**MAINTAINER, "alice": 204}),
 ]
 
 
