@@ -34,7 +34,7 @@ from runs.models import (
     Run,
     Task,
 )
-from runs.services import run_rerun
+from runs.services import run_delete, run_rerun
 from runs.transitions import (
     Actor,
     execution_approve,
@@ -160,6 +160,7 @@ class TaskAdmin(admin.ModelAdmin):
     search_fields = ["slug", "name", "project__slug"]
     list_select_related = ["project"]
     autocomplete_fields = ["project"]
+    raw_id_fields = ["baseline_run"]
 
 
 class ExecutionInline(admin.TabularInline):
@@ -179,9 +180,9 @@ class ExecutionInline(admin.TabularInline):
 
 @admin.register(Run)
 class RunAdmin(admin.ModelAdmin):
-    list_display = ["id", "task", "project", "status", "trigger", "created_by", "created_at",
-                    "finished_at"]
-    list_filter = ["status", "trigger", "project"]
+    list_display = ["id", "task", "project", "status", "visual_diff", "trigger", "created_by",
+                    "created_at", "finished_at"]
+    list_filter = ["status", "visual_diff", "trigger", "project"]
     search_fields = ["=id", "task__slug", "created_by__username", "idempotency_key"]
     date_hierarchy = "created_at"
     list_select_related = ["task", "task__project", "project", "created_by"]
@@ -189,10 +190,62 @@ class RunAdmin(admin.ModelAdmin):
     readonly_fields = ["project", "task", "task_snapshot", "params", "status", "status_reason",
                        "trigger", "created_by", "idempotency_key", "created_at", "started_at",
                        "finished_at", "deadline_at", "rerun_of", "rerun_mode",
-                       "pipeline_state", "last_event_seq", "page_link"]
+                       "pipeline_state", "last_event_seq", "visual_diff", "page_link"]
     exclude = ["secret_params"]
     inlines = [ExecutionInline]
-    actions = ["cancel_runs", "pause_runs", "resume_runs", "rerun_runs_all", "rerun_runs_failed"]
+    actions = ["cancel_runs", "pause_runs", "resume_runs", "rerun_runs_all", "rerun_runs_failed",
+               "mark_baseline", "delete_runs"]
+
+    @admin.action(description="Mark as the baseline of its task", permissions=["change"])
+    def mark_baseline(self, request: HttpRequest, queryset: QuerySet[Run]) -> None:
+        from artifacts.services import baseline_set
+
+        targets = self._targets(queryset)
+        tasks = queryset.values_list("task_id", flat=True)
+        if len(set(tasks)) != len(targets):
+            self.message_user(request, "Select at most one run per task: a task has one "
+                              "baseline.", messages.ERROR)
+            return
+
+        def move(pk: int, actor: Actor) -> str:
+            baseline_set(Run.objects.get(pk=pk), actor=actor)
+            return "done"
+
+        apply_to_each(self, request, targets, move, verb="Marked as baseline", noun="run",
+                      refused_text="not marked")
+
+    def get_actions(self, request: HttpRequest) -> dict:
+        # Django's bulk delete refuses the whole selection (403) if one run may not be
+        # deleted; ours deletes the others and says which were refused and why.
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)
+        return actions
+
+    @admin.action(description="Delete selected finished runs (with logs and artifacts)",
+                  permissions=["delete"])
+    def delete_runs(self, request: HttpRequest, queryset: QuerySet[Run]) -> None:
+        self.delete_queryset(request, queryset)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Run]) -> None:
+        # Through the service: a run still going or a task's baseline is refused, and the
+        # deletion is audited. Files leave storage with their rows (artifacts.signals).
+        def move(pk: int, actor: Actor) -> str:
+            run_delete(Run.objects.get(pk=pk), actor=actor)
+            return "done"
+
+        apply_to_each(self, request, self._targets(queryset), move, verb="Deleted",
+                      noun="run", refused_text="not deleted")
+
+    def has_delete_permission(self, request: HttpRequest, obj: Run | None = None) -> bool:
+        # A run still going, or a task's baseline, has no delete button; the bulk action
+        # refuses them one by one through the service.
+        if obj is not None and (not obj.is_terminal
+                                or Task.objects.filter(baseline_run=obj).exists()):
+            return False
+        return super().has_delete_permission(request, obj)
+
+    def delete_model(self, request: HttpRequest, obj: Run) -> None:
+        run_delete(obj, actor=admin_actor(request))
 
     def has_add_permission(self, request, obj=None) -> bool:
         return False
