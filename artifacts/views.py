@@ -60,8 +60,7 @@ def run_artifacts_context(run: Run, role: str | None) -> dict:
                 groups[-1]["attempt"] != artifact.attempt:
             groups.append({"execution": execution, "attempt": artifact.attempt, "files": []})
         groups[-1]["files"].append(artifact)
-    task_baseline = (Task.objects.filter(pk=run.task_id)
-                     .values_list("baseline_run_id", flat=True).first())
+    task_baseline = run.task.baseline_run_id  # the run's task is loaded with the run
     has_images = any(a.is_image for a in rows)
     can_operate = role is not None and Role.rank(role) >= Role.rank(Role.OPERATOR)
     return {

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 # Python one-liners run with the interpreter on PATH; argv lists, never shell strings.
 SLOW_SCRIPT = (
     "import time\n"
@@ -73,13 +75,8 @@ QA_SCRIPT = (
 )
 SEC_SCRIPT = "print('SEC: dependency and secret scan clean')\n"
 DOCS_SCRIPT = "print('DOCS: changelog and API docs updated')\n"
-CAPTURE_SCRIPT = (
-    "import json, sys, time\n"
-    "page, viewport = sys.argv[1], sys.argv[2]\n"
-    "print(f'capturing {page} at {viewport}', flush=True)\n"
-    "time.sleep(2)\n"
-    "json.dump({'page': page, 'viewport': viewport}, open('result.json', 'w'))\n"
-)
+# The visual-batch step: a real screenshot with headless Chromium (see the script's header).
+CAPTURE_SCRIPT = (Path(__file__).parent / "demo_scripts" / "capture.py").read_text()
 
 DEMO_PIPELINES = [
     {
@@ -109,17 +106,25 @@ DEMO_PIPELINES = [
     {
         "slug": "visual-batch",
         "name": "Visual regression batch",
-        "description": "Pages × viewports, at most two at once; each cell gets its own "
-                       "parameters.",
+        "description": "Screenshots pages × viewports with headless Chromium, at most two at "
+                       "once. Run it with change=none and mark that run as the baseline; then "
+                       "run it with change=tweak (minor) or banner (major) to see the diffs.",
         "kind": "pipeline",
         "spec": {"stages": [
             {"name": "capture", "matrix": {"page": ["home", "pricing", "docs"],
                                            "viewport": ["desktop", "phone"]},
              "max_parallel": 2,
              "steps": [{"name": "shot", "command": ["python3", "-c", CAPTURE_SCRIPT,
-                                                    "{{ page }}", "{{ viewport }}"]}]},
+                                                    "{{ page }}", "{{ viewport }}",
+                                                    "{{ change }}"]}]},
         ]},
-        "params_schema": [],
+        "params_schema": [
+            {"name": "change", "type": "choice", "choices": ["none", "tweak", "banner"],
+             "default": "none", "label": "Change to the pages",
+             "help": "none: as designed; tweak: the button colour shifts slightly (a minor "
+                     "difference); banner: a sale banner appears (a major one)."},
+        ],
+        "artifact_globs": ["shots/*.png", "page.html"],
         "timeout_seconds": 300,
     },
     {

@@ -117,3 +117,25 @@ def test_the_api_lists_and_downloads(kept, api_for):
     download = api.get(one["download_url"].split("testserver", 1)[1])
     assert download.status_code == 200
     assert b"".join(download.streaming_content) == b'{"b":[1,2],"a":"x"}'
+
+
+def test_file_lists_cost_the_same_queries_for_few_or_many_files(files_task, launch_files,
+                                                                 personas, api_for,
+                                                                 django_assert_num_queries):
+    task = files_task(["*.txt", "*.png"])
+    few = launch_files(task, "a.txt=1 b.png@4x4:")
+    many = launch_files(task, " ".join(f"f{i}.txt={i}" for i in range(12)) + " c.png@4x4:")
+    client = _client(personas["carol"])
+    api = api_for("carol")
+    api.get("/api/runs")  # the token's first use of the day records last_used_at: not counted
+    counts = []
+    for run in (few, many):
+        from django.db import connection
+        from django.test.utils import CaptureQueriesContext
+
+        with CaptureQueriesContext(connection) as section:
+            assert client.get(f"/runs/{run.pk}/artifacts").status_code == 200
+        with CaptureQueriesContext(connection) as listing:
+            assert api.get(f"/api/runs/{run.pk}/artifacts").status_code == 200
+        counts.append((len(section), len(listing)))
+    assert counts[0] == counts[1]

@@ -582,10 +582,10 @@ def test_the_pipeline_page_query_count_does_not_grow_with_executions(
     # approvals), log tails, events, re-runs; the poll does not list re-runs.
     agent = demo(project, "agent-pipeline")
     small = drive(launch(agent, qa_fails="never"))  # 4 executions
-    _counts(client, small, django_assert_num_queries, 10, 9)
+    _counts(client, small, django_assert_num_queries, 11, 9)
     looped = drive(launch(agent, qa_fails="always"))  # 6 executions in 3 iterations
     assert looped.executions.count() == 6
-    _counts(client, looped, django_assert_num_queries, 10, 9)
+    _counts(client, looped, django_assert_num_queries, 11, 9)
     wide = TaskFactory(project=project, kind="pipeline", params_schema=[], spec={"stages": [
         {"name": "fan", "matrix": {"x": list(range(4)), "y": list(range(3))},
          "steps": [{"name": "noop", "command": ["true"]}]},
@@ -595,7 +595,7 @@ def test_the_pipeline_page_query_count_does_not_grow_with_executions(
     client_for("bob").post(f"/executions/{gate.pk}/reject")
     many.refresh_from_db()
     assert many.executions.count() == 13 and many.status == RunStatus.FAILED
-    _counts(client, many, django_assert_num_queries, 10, 9)
+    _counts(client, many, django_assert_num_queries, 11, 9)
 
 
 def test_a_running_pipeline_page_query_count_is_fixed(project, personas, client_for,
@@ -604,6 +604,6 @@ def test_a_running_pipeline_page_query_count_is_fixed(project, personas, client_
     # wait, "no worker alive" included).
     client = client_for("bob")
     few = launch(demo(project, "deploy"))  # 1 pending execution
-    _counts(client, few, django_assert_num_queries, 10, 10)
+    _counts(client, few, django_assert_num_queries, 11, 10)
     many = launch(demo(project, "visual-batch"))  # 6 pending executions
-    _counts(client, many, django_assert_num_queries, 10, 10)
+    _counts(client, many, django_assert_num_queries, 11, 10)

@@ -84,9 +84,11 @@ def test_a_3_by_2_matrix_runs_6_executions_each_with_its_parameters(project):
     waiting = run.executions.filter(status="pending").first()
     assert "max_parallel" in waiting.waiting_reason
     run = drive(run)
-    assert run.status == RunStatus.SUCCEEDED
+    assert run.status == RunStatus.SUCCEEDED, [
+        (e.matrix, e.error) for e in run.executions.exclude(status="succeeded")]
     for e in run.executions.all():
-        assert e.result == e.matrix  # each cell saw its own page and viewport
+        # Each cell saw its own page and viewport, and the run's parameter.
+        assert e.result == {**e.matrix, "change": "none"}
 
 
 def test_progress_counts_per_stage(project):

@@ -29,7 +29,8 @@ class Command(BaseCommand):
     def handle(self, *args, username: str, **options) -> None:
         for task in DEMO_TASKS + DEMO_PIPELINES:
             errors = task_definition_errors(kind=task.get("kind", "command"), spec=task["spec"],
-                                            params_schema=task["params_schema"])
+                                            params_schema=task["params_schema"],
+                                            artifact_globs=task.get("artifact_globs", []))
             if errors:  # a programming error in runs/demo.py, caught before anything is saved
                 raise CommandError(f"demo task {task['slug']} is invalid: {errors}")
         User = get_user_model()
