@@ -1,8 +1,13 @@
-"""Request hygiene: refuse, with a 400 that says why, input no database or program can hold.
+"""The project's own middleware: request hygiene, and static files under either server.
 
-A NUL character or a lone UTF-16 surrogate in the path, query string or a header cannot be
-stored in PostgreSQL text and would otherwise surface as a 500 deep in a query. Checking once
-at the door keeps every view and endpoint free of that concern.
+Request hygiene: refuse, with a 400 that says why, input no database or program can hold. A NUL
+character or a lone UTF-16 surrogate in the path, query string or a header cannot be stored in
+PostgreSQL text and would otherwise surface as a 500 deep in a query. Checking once at the door
+keeps every view and endpoint free of that concern.
+
+Static files: ServeStatic, which is async-only, so that under ASGI (uvicorn) the whole chain is
+async and no request hops to a thread and back in it; under WSGI (a WSGI server, the test client)
+only requests for static files pay for the trip through an event loop.
 """
 
 from __future__ import annotations
@@ -11,8 +16,11 @@ import json
 from collections.abc import Callable
 from urllib.parse import unquote
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from asgiref.sync import async_to_sync, iscoroutinefunction, markcoroutinefunction, sync_to_async
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse
+from servestatic.middleware import ServeStaticMiddleware
+from servestatic.utils import ensure_leading_trailing_slash
 
 
 def _bad(text: str) -> bool:
@@ -68,3 +76,37 @@ class RejectUnstorableInputMiddleware:
             if key.startswith("HTTP_") and isinstance(value, str) and _bad(value):
                 return f"header {key[5:].replace('_', '-').title()}"
         return ""
+
+
+class StaticFilesMiddleware:
+    """ServeStatic (settings SERVESTATIC_*), usable in both modes.
+
+    Under ASGI it is ServeStatic itself. Django would run an async-only middleware under WSGI
+    too, but through `async_to_sync`, a new event loop in a new thread, for every request; here
+    only requests under the static prefix take that path, and all others go straight on."""
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: Callable) -> None:
+        self.get_response = get_response
+        self.serve_static_sync: Callable | None = None
+        if iscoroutinefunction(get_response):
+            markcoroutinefunction(self)
+            self.serve_static = ServeStaticMiddleware(get_response)
+        else:
+            self.static_prefix = ensure_leading_trailing_slash(
+                ServeStaticMiddleware.default_static_prefix(settings))
+
+    def __call__(self, request: HttpRequest):
+        if iscoroutinefunction(self):
+            return self.serve_static(request)  # a coroutine: Django awaits it
+        if not request.path_info.startswith(self.static_prefix):
+            return self.get_response(request)
+        if self.serve_static_sync is None:
+            # Built on first use: ServeStatic indexes every static file when created (tens of
+            # milliseconds), and the test client, which builds a chain per Client, rarely asks
+            # for one. Two threads racing here build two equal instances; either will do.
+            self.serve_static_sync = async_to_sync(
+                ServeStaticMiddleware(sync_to_async(self.get_response)))
+        return self.serve_static_sync(request)

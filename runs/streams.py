@@ -12,12 +12,17 @@ skips anything: event seqs are allocated under the run's row lock and log seqs b
 attempt, so a later seq never becomes visible before an earlier one.
 
 Serving. The views are `async def` and the body is an async generator, so under the ASGI server
-(uvicorn, see the Procfile) an open stream is a coroutine waiting in `asyncio.sleep`: no worker
-thread serves it and no pool limits how many there are. (Django's ASGI handler still parks one
-idle thread per open request for sync work; see docs/streams.md.) The polls run in a small
+(uvicorn, see the Procfile) an open stream is a coroutine waiting in `asyncio.sleep` and holds no
+thread: no worker thread serves it and no pool limits how many there are. Every middleware is
+async-capable, so the request never passes a sync link; the one thread asgiref gives the request
+for its sync work (authentication, the visibility check) would otherwise idle until the stream
+ends, so it is retired, its connections closed, as soon as the stream starts. Measured by
+test_an_open_stream_holds_no_thread, 40 open streams: the server's threads go from 4 to 4 (they
+went from 3 to 42, one per stream, while the request's thread stayed). The polls run in a small
 dedicated thread pool (SWITCHYARD_STREAM_DB_THREADS), so all open streams together use at most
-that many database connections, and no stream keeps one for its whole life. Streams last at most
-SWITCHYARD_STREAM_MAX_SECONDS; the client then reconnects with `Last-Event-ID` and loses nothing.
+that many threads and database connections, and no stream keeps one for its whole life. Streams
+last at most SWITCHYARD_STREAM_MAX_SECONDS; the client then reconnects with `Last-Event-ID` and
+loses nothing.
 
 Under WSGI (Django's test Client, `live_server`, a WSGI deployment) a stream cannot wait without
 holding a worker thread and would be buffered whole before sending, so it sends what there is
@@ -39,7 +44,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from asgiref.sync import sync_to_async
+from asgiref.sync import SyncToAsync, sync_to_async
 from django.conf import settings
 from django.core.handlers.asgi import ASGIRequest
 from django.db import DatabaseError, close_old_connections, connections
@@ -185,13 +190,34 @@ def _pooled(poll: Callable[[int], Batch | None]) -> Callable[[int], Batch | None
 
 
 def _release_request_connections() -> None:
-    # asgiref gives each ASGI request a thread of its own for sync work (auth, the visibility
-    # check, the middleware), and that thread idles until the response ends. Close its
-    # connections so that a stream does not keep one open for up to an hour. Never inside an
-    # atomic block (a test's transaction), where closing would break the caller.
+    # Runs on the request's own thread (below), which opened them for the auth and visibility
+    # checks: a stream must not keep a connection for up to an hour. Never inside an atomic block
+    # (a test's transaction), where closing would break the caller.
     for conn in connections.all(initialized_only=True):
         if not conn.in_atomic_block:
             conn.close()
+
+
+def _retire_request_thread() -> None:
+    """End the thread that asgiref keeps for this request's sync work, on the event loop.
+
+    Django's ASGI handler serves each request inside a ThreadSensitiveContext: the request's
+    first thread-sensitive `sync_to_async` (the request_started receivers, the API's
+    authentication, the visibility check) starts a one-thread executor for it, which asgiref
+    shuts down only once the response has been sent, for a stream when it closes. By the time a
+    stream starts that thread has nothing left to do, so it is taken out of the context and left
+    to end; a later thread-sensitive call of the request (closing the response) gets a fresh one,
+    which the context shuts down as usual. These are asgiref internals, the same from 3.8.1
+    (Django 5.2's minimum) to 3.13: if they ever move this does nothing, and
+    test_an_open_stream_holds_no_thread fails."""
+    current = getattr(SyncToAsync, "thread_sensitive_context", None)
+    executors = getattr(SyncToAsync, "context_to_thread_executor", None)
+    context = current.get(None) if current is not None else None
+    if context is None or executors is None:
+        return
+    executor = executors.pop(context, None)
+    if executor is not None:
+        executor.shutdown(wait=False)  # idle: its thread ends at once, nothing waits for it
 
 
 # --- the stream -------------------------------------------------------------------------------
@@ -207,8 +233,10 @@ async def sse_stream(poll: Callable[[int], Batch | None], cursor: int, *, live: 
     keepalive_seconds = max(0.01, _setting("SWITCHYARD_STREAM_KEEPALIVE_SECONDS", 15))
     deadline = loop.time() + max(0.0, _setting("SWITCHYARD_STREAM_MAX_SECONDS", 3600))
     if live:
-        # Here, in the request's context, once the middleware is done with the request.
+        # Here, in the request's context, once the middleware is done with the request: from now
+        # on an open stream is a coroutine and nothing else, no thread and no connection.
         await sync_to_async(_release_request_connections)()
+        _retire_request_thread()
         read = sync_to_async(_pooled(poll), thread_sensitive=False, executor=_db_executor())
     else:
         # The request's own thread: under the test Client it holds the test's transaction.

@@ -1,6 +1,7 @@
 """The SSE streams (runs.streams) against a real uvicorn on 127.0.0.1: live delivery, resuming
 with Last-Event-ID exactly once, logs, errors before the stream starts, keep-alives and the time
-limit, and many concurrent streams sharing a few database connections."""
+limit, many concurrent streams sharing a few database connections and holding no thread each,
+and the static files that the same ASGI server serves."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from django.conf import settings as django_settings
 from django.db import connection, transaction
 from django.test import Client
 from django.utils import timezone
+from django.utils.module_loading import import_string
 
 from jobs.logwriter import LogWriter
 from runs.models import Attempt, Execution, Run
@@ -511,6 +513,75 @@ def test_fifty_concurrent_streams_share_a_few_database_connections(api_for, hell
         open_streams.close()
         wait_for(lambda: fresh.log_count(f"stream run {live_run.run.pk} events closed")
                  >= streams, message="the server to close every stream")
+
+
+def server_threads(server: Server) -> int:
+    """The server process's thread count, as the kernel reports it."""
+    status = Path(f"/proc/{server.pid}/status").read_text()
+    return int(re.search(r"^Threads:\s+(\d+)$", status, re.MULTILINE).group(1))
+
+
+@live
+def test_an_open_stream_holds_no_thread(api_for, hello_task, tmp_path):
+    streams = 40
+    live_run = start_run(hello_task)
+    bob = api_for("bob").headers
+    with uvicorn_server(tmp_path / "threads") as fresh, \
+            httpx.Client(base_url=fresh.url, timeout=30.0,
+                         limits=httpx.Limits(max_connections=streams + 10)) as client, \
+            contextlib.ExitStack() as open_streams:
+        # One whole stream first, so that the threads a process starts once (its first stream
+        # pool thread, the event loop's default executor) are counted in the baseline.
+        ended = start_run(hello_task)
+        finish(ended)
+        with client.stream("GET", f"/api/runs/{ended.run.pk}/events/stream",
+                           headers=bob) as response:
+            read_until_end(sse_items(response))
+        wait_for(lambda: fresh.log_count(f"stream run {ended.run.pk} events closed"),
+                 message="the first stream to close")
+        before = server_threads(fresh)
+        readers = []
+        for _ in range(streams):
+            response = open_streams.enter_context(
+                client.stream("GET", f"/api/runs/{live_run.run.pk}/events/stream",
+                              headers=bob))
+            assert response.status_code == 200
+            items = sse_items(response)
+            assert next_message(items).id == 1  # served, and now waiting for more
+            readers.append(items)  # kept: a dropped iterator would close its stream
+        # The stream pool may grow to its size; nothing may grow with the number of clients.
+        # Waited for, because a stream's request thread, once retired, ends on its own time.
+        allowance = POOL_THREADS + 2
+        wait_for(lambda: server_threads(fresh) - before <= allowance, timeout=10,
+                 message=f"at most {before} + {allowance} server threads with {streams} "
+                 "streams open")
+        tick(live_run.run)
+        for items in readers:  # and every stream is still live
+            assert [next_message(items).id for _ in range(4)] == [2, 3, 4, 5]
+        open_streams.close()
+        wait_for(lambda: fresh.log_count(f"stream run {live_run.run.pk} events closed")
+                 >= streams, message="the server to close every stream")
+
+
+def test_every_middleware_is_async_capable():
+    # A sync-only one would make Django's ASGI handler hop to a thread and back around it on
+    # every request (config/middleware.py has both modes of the static files one).
+    sync_only = [path for path in django_settings.MIDDLEWARE
+                 if not getattr(import_string(path), "async_capable", False)]
+    assert sync_only == []
+
+
+def test_the_asgi_server_serves_static_files(http):
+    # Under uvicorn the static files middleware runs as ServeStatic, async, and serves the
+    # vendored htmx itself, with validators and a cache lifetime.
+    response = http.get("/static/vendor/htmx.min.js")
+    assert response.status_code == 200
+    assert response.headers["Content-Type"].startswith("text/javascript")
+    assert int(response.headers["Content-Length"]) == len(response.content) > 0
+    assert response.headers["Cache-Control"].startswith("max-age=")
+    again = http.get("/static/vendor/htmx.min.js",
+                     headers={"If-None-Match": response.headers["ETag"]})
+    assert again.status_code == 304
 
 
 # --- in-process: WSGI fallback, schema, queries -----------------------------------------------

@@ -87,6 +87,26 @@ def test_login_page_renders_and_logs_in(personas):
     assert b"bob" in home.content
 
 
+def test_the_pages_load_their_assets_from_the_app_itself():
+    # htmx is vendored, not fetched from a CDN: every asset a page links is served by the app
+    # (the ServeStatic middleware), with validators and a cache lifetime.
+    page = Client().get("/login/").content.decode()
+    assets = sorted(set(re.findall(r'(?:href|src)="(/static/[^"]+)"', page)))
+    assert [a.split("/static/", 1)[1] for a in assets] == [
+        "css/switchyard.css", "favicon.svg", "js/switchyard.js", "vendor/htmx.min.js"]
+    for url in assets:
+        response = Client().get(url)
+        assert response.status_code == 200, url
+        body = b"".join(response)
+        assert int(response["Content-Length"]) == len(body) > 0
+        assert response["Cache-Control"].startswith("max-age="), url
+        assert response["ETag"] and response["Last-Modified"]
+        again = Client().get(url, headers={"If-None-Match": response["ETag"]})
+        assert again.status_code == 304
+    assert Client().get("/static/vendor/htmx.min.js")["Content-Type"].startswith(
+        "text/javascript")
+
+
 def test_a_wrong_password_says_so(personas):
     response = Client().post("/login/", {"username": "bob", "password": "nope"})
     assert response.status_code == 200
