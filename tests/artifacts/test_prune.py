@@ -90,7 +90,7 @@ def test_dry_run_lists_and_deletes_nothing(history, project):
     text = out.getvalue()
     assert f"would delete run {runs[0].pk} of {project.slug}: finished more than 1 days ago" \
         in text
-    assert "Dry run: 6 run(s) with 12 artifact file(s)" in text
+    assert "Dry run: would delete 6 run(s) with 12 artifact file(s)" in text
     assert Run.objects.filter(pk__in=[r.pk for r in runs]).count() == 6
     assert all(_exists(k) for ks in keys.values() for k in ks)
     call_command("prune", "--now", "2026-03-09T00:00:00Z", stdout=StringIO())

@@ -40,6 +40,6 @@ class Command(BaseCommand):
         for key in report.orphan_keys:
             self.stdout.write(f"{verb} unreferenced file {key}")
         self.stdout.write(
-            f"{'Dry run: ' if dry_run else ''}{len(report.runs)} run(s) "
+            f"{'Dry run: would delete' if dry_run else 'Deleted'} {len(report.runs)} run(s) "
             f"with {report.files} artifact file(s), {report.bytes / 1024 / 1024:.1f} MiB, and "
-            f"{len(report.orphan_keys)} unreferenced file(s) {verb}.")
+            f"{len(report.orphan_keys)} unreferenced file(s).")
