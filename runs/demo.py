@@ -121,7 +121,7 @@ DEMO_PIPELINES = [
         "params_schema": [
             {"name": "change", "type": "choice", "choices": ["none", "tweak", "banner"],
              "default": "none", "label": "Change to the pages",
-             "help": "none: as designed; tweak: the button colour shifts slightly (a minor "
+             "help": "none: as designed; tweak: the logo text is tinted slightly (a minor "
                      "difference); banner: a sale banner appears (a major one)."},
         ],
         "artifact_globs": ["shots/*.png", "page.html"],

@@ -1,7 +1,7 @@
 # Demo step of the visual-batch pipeline: a real screenshot, with headless Chromium, of a small
 # local page drawn for one page and viewport. `change` alters the page the way a regression
-# would: "tweak" shifts the button colour slightly (a minor difference), "banner" adds a sale
-# banner (a major one). Run as: python3 -c <this file's text> <page> <viewport> <change>
+# would: "tweak" tints the header's logo text slightly (a minor difference), "banner" adds a
+# sale banner (a major one). Run as: python3 -c <this file's text> <page> <viewport> <change>
 import json
 import os
 import shutil
@@ -20,7 +20,7 @@ if browser is None:
 
 titles = {"home": "Ship faster with Switchyard", "pricing": "Simple, honest pricing",
           "docs": "Documentation"}
-accent = "#2f5fd8" if change == "tweak" else "#2f5bd3"
+logo = "#dce6fa" if change == "tweak" else "#ffffff"
 banner = ('<div class="banner">Spring sale: 30% off every plan this week only</div>'
           if change == "banner" else "")
 cards = "".join(
@@ -34,10 +34,10 @@ bodies = {
 }
 style = (
     "body { margin: 0; font: 16px/1.5 sans-serif; color: #1b1f24; background: #f6f7f9; }"
-    "header { background: #11161d; color: #fff; padding: 14px 24px; font-weight: 700; }"
+    f"header {{ background: #11161d; color: {logo}; padding: 14px 24px; font-weight: 700; }}"
     "main { padding: 32px 24px; } h1 { margin-top: 0; }"
     ".banner { background: #d7191c; color: #fff; padding: 16px 24px; font-weight: 700; }"
-    f".btn {{ display: inline-block; background: {accent}; color: #fff; padding: 10px 18px;"
+    ".btn { display: inline-block; background: #2f5bd3; color: #fff; padding: 10px 18px;"
     " border-radius: 6px; }"
     ".grid { display: grid; grid-template-columns: repeat(auto-fit, minmax(180px, 1fr));"
     " gap: 16px; }"
