@@ -180,6 +180,8 @@ else:
         f"SWITCHYARD_ARTIFACTS_STORAGE must be 'filesystem' or 's3', not "
         f"{ARTIFACTS_STORAGE_KIND!r}"
     )
+# Bearer token for /metrics; empty turns the endpoint off.
+SWITCHYARD_METRICS_TOKEN = env_str("SWITCHYARD_METRICS_TOKEN", "")
 SWITCHYARD_ARTIFACT_MAX_FILE_MB = env_int("SWITCHYARD_ARTIFACT_MAX_FILE_MB", 100, minimum=1)
 SWITCHYARD_ARTIFACT_MAX_RUN_MB = env_int("SWITCHYARD_ARTIFACT_MAX_RUN_MB", 1024, minimum=1)
 SWITCHYARD_ARTIFACT_MAX_FILES = env_int("SWITCHYARD_ARTIFACT_MAX_FILES", 500, minimum=1)

@@ -36,3 +36,14 @@ class ReaperTick(models.Model):
 
     def __str__(self) -> str:
         return f"reaper last ran at {self.last_run_at}"
+
+
+class ReaperRepairCount(models.Model):
+    """Repairs the reaper has made since the installation began, by kind (leases_expired,
+    redelivered, deadlines, ...): the counters behind switchyard_reaper_repairs_total."""
+
+    kind = models.CharField(max_length=40, unique=True)
+    total = models.PositiveBigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.total}"

@@ -110,7 +110,24 @@ def reap(*, now: datetime | None = None) -> ReapReport:
     report.dispatched = dispatch(now=now)
     if any(v for k, v in report.as_dict().items() if k != "dispatched"):
         logger.info("reaper: %s", report.as_dict())
+        _repairs_count(report)
     return report
+
+
+def _repairs_count(report: ReapReport) -> None:
+    """Add this pass's repairs to the running totals (metrics)."""
+    from django.db.models import F
+
+    from jobs.models import ReaperRepairCount
+
+    for kind, count in report.as_dict().items():
+        if kind == "dispatched" or not count:
+            continue
+        if not ReaperRepairCount.objects.filter(kind=kind).update(total=F("total") + count):
+            row, created = ReaperRepairCount.objects.get_or_create(
+                kind=kind, defaults={"total": count})
+            if not created:  # another reaper created it between our UPDATE and INSERT
+                ReaperRepairCount.objects.filter(pk=row.pk).update(total=F("total") + count)
 
 
 def reap_if_due(*, now: datetime | None = None) -> ReapReport | None:
