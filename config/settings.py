@@ -241,6 +241,8 @@ SWITCHYARD_CALLABLE_MODULES = env_list("SWITCHYARD_CALLABLE_MODULES", ["jobs.bui
 SWITCHYARD_BWRAP = env_bool("SWITCHYARD_BWRAP", False)
 # How often some worker runs the reaper (lease expiry, retries due, deadlines, approvals).
 SWITCHYARD_REAP_SECONDS = env_float("SWITCHYARD_REAP_SECONDS", 15.0, minimum=1.0)
+# A schedule slot found due later than this (every worker was down) is skipped, not launched.
+SWITCHYARD_SCHEDULE_GRACE_SECONDS = env_int("SWITCHYARD_SCHEDULE_GRACE_SECONDS", 300, minimum=1)
 if SWITCHYARD_LEASE_SECONDS < 3 * SWITCHYARD_HEARTBEAT_SECONDS:
     raise ImproperlyConfigured(
         "SWITCHYARD_LEASE_SECONDS must be at least 3 x SWITCHYARD_HEARTBEAT_SECONDS, or healthy "

@@ -106,13 +106,13 @@ class SwitchyardCollector(Collector):
         yield hooks
 
         from jobs.models import ReaperRepairCount
-        from jobs.reaper import ReapReport
+        from jobs.reaper import NOT_REPAIRS, ReapReport
 
         totals = dict(ReaperRepairCount.objects.values_list("kind", "total"))
         repairs = CounterMetricFamily("switchyard_reaper_repairs",
                                       "Repairs made by the reaper, by kind.", labels=["kind"])
         for kind in ReapReport().as_dict():
-            if kind != "dispatched":
+            if kind not in NOT_REPAIRS:
                 repairs.add_metric([kind], totals.get(kind, 0))
         yield repairs
 

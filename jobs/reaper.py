@@ -11,6 +11,7 @@ and explains each repair as an event in the run's timeline.
 - command processes on this machine whose attempt is over (grandchildren of a dead worker):
   killed (jobs.orphans);
 - webhook deliveries whose retry is due: queued again (hooks.tasks);
+- schedules whose slot is due: launched once per slot (runs.schedules);
 - then dispatch, which also starts retries whose backoff has elapsed.
 
 Runs every SWITCHYARD_REAP_SECONDS from the workers' registry threads (reap_if_due: one worker
@@ -51,6 +52,8 @@ class ReapReport:
     orphans_killed: int = 0
     webhooks_queued: int = 0
     repaired: int = 0
+    schedules_fired: int = 0
+    schedules_skipped: int = 0
     dispatched: int = 0
 
     def as_dict(self) -> dict[str, int]:
@@ -107,11 +110,18 @@ def reap(*, now: datetime | None = None) -> ReapReport:
     from hooks.tasks import deliveries_due_send
 
     report.webhooks_queued = deliveries_due_send(now=now)
+    from runs.schedules import schedules_fire
+
+    fired = schedules_fire(now=now)
+    report.schedules_fired, report.schedules_skipped = fired.fired, fired.skipped
     report.dispatched = dispatch(now=now)
     if any(v for k, v in report.as_dict().items() if k != "dispatched"):
         logger.info("reaper: %s", report.as_dict())
         _repairs_count(report)
     return report
+
+
+NOT_REPAIRS = frozenset({"dispatched", "schedules_fired", "schedules_skipped"})
 
 
 def _repairs_count(report: ReapReport) -> None:
@@ -121,7 +131,7 @@ def _repairs_count(report: ReapReport) -> None:
     from jobs.models import ReaperRepairCount
 
     for kind, count in report.as_dict().items():
-        if kind == "dispatched" or not count:
+        if kind in NOT_REPAIRS or not count:
             continue
         if not ReaperRepairCount.objects.filter(kind=kind).update(total=F("total") + count):
             row, created = ReaperRepairCount.objects.get_or_create(

@@ -543,3 +543,42 @@ class ApiToken(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.prefix}…)"
+
+
+class Schedule(models.Model):
+    """Launches its task with fixed parameters on a cron expression (runs.schedules).
+
+    Each slot launches at most once, however many workers tick: the run's idempotency key is
+    the schedule and the slot, unique per project. Slots missed while nothing ticked (every
+    worker down) are skipped, counted and noted, never replayed in a burst.
+    """
+
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="schedules")
+    name = models.CharField(max_length=100)
+    cron = models.CharField(
+        max_length=100,
+        help_text="Five fields: minute hour day-of-month month day-of-week, e.g. 0 3 * * 1-5.",
+    )
+    timezone = models.CharField(max_length=64, default="UTC",
+                                help_text="IANA time zone the cron expression is read in.")
+    params = models.JSONField(default=dict, blank=True)
+    enabled = models.BooleanField(default=True)
+    next_run_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    last_slot_at = models.DateTimeField(null=True, blank=True)
+    last_run = models.ForeignKey(Run, null=True, blank=True, on_delete=models.SET_NULL,
+                                 related_name="+")
+    skipped_slots = models.PositiveIntegerField(default=0)
+    last_note = models.CharField(max_length=500, blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
+                                   on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["task", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["task", "name"], name="schedule_unique_name")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.cron})"
