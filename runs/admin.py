@@ -453,3 +453,5 @@ class ApiTokenAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request, obj=None) -> bool:
         return False
+
+from runs import admin_schedules  # noqa: E402, F401  registers ScheduleAdmin

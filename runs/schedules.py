@@ -65,7 +65,8 @@ def next_slot(schedule: Schedule, after: datetime) -> datetime:
         ZoneInfo("UTC"))
 
 
-def _validated(task: Task, data: dict[str, Any]) -> dict[str, Any]:
+def schedule_validate(task: Task, data: dict[str, Any]) -> dict[str, Any]:
+    """The data with its parameters cleaned, or InvalidInput naming each bad field."""
     errors: dict[str, list[str]] = {}
     name = data.get("name")
     if not isinstance(name, str) or not name.strip() or len(name) > 100:
@@ -99,7 +100,7 @@ def _validated(task: Task, data: dict[str, Any]) -> dict[str, Any]:
 def schedule_create(*, task: Task, data: dict[str, Any], actor: Actor,
                     now: datetime | None = None) -> Schedule:
     now = now or timezone.now()
-    data = _validated(task, {"timezone": "UTC", "params": {}, "enabled": True, **data})
+    data = schedule_validate(task, {"timezone": "UTC", "params": {}, "enabled": True, **data})
     if Schedule.objects.filter(task=task, name=data["name"]).exists():
         raise InvalidInput("The schedule is invalid.", fields={
             "name": [f"task {task.slug!r} already has a schedule named {data['name']!r}"]})
@@ -119,7 +120,7 @@ def schedule_update(*, schedule: Schedule, data: dict[str, Any], actor: Actor,
     now = now or timezone.now()
     merged = {k: getattr(schedule, k) for k in FIELDS}
     merged.update({k: v for k, v in data.items() if k in FIELDS and v is not None})
-    merged = _validated(schedule.task, merged)
+    merged = schedule_validate(schedule.task, merged)
     if merged["name"] != schedule.name and Schedule.objects.filter(
             task=schedule.task, name=merged["name"]).exclude(pk=schedule.pk).exists():
         raise InvalidInput("The schedule is invalid.", fields={

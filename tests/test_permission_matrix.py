@@ -78,6 +78,14 @@ def compare_ready(ctx) -> Run:
     return failed_run(ctx)
 
 
+def schedule(ctx) -> int:
+    from runs.schedules import schedule_create
+
+    ctx["n"] = ctx.get("n", 0) + 1
+    return schedule_create(task=ctx["task"], data={"name": f"s{ctx['n']}", "cron": "0 * * * *",
+                                                   "params": {"name": "x"}}, actor=ACTOR).pk
+
+
 # (method, path template, body, setup, {persona: expected status})
 ALL_OK = {"alice": 200, "bob": 200, "carol": 200, "mallory": 404}
 LIST_OK = {"alice": 200, "bob": 200, "carol": 200, "mallory": 200}
@@ -177,6 +185,15 @@ ROWS: list[tuple[str, str, Callable | dict | None, Callable | None, dict]] = [
     ("POST", "/api/runs/{run}/compare", None, lambda ctx: {"run": compare_ready(ctx).pk},
      OPERATOR),
     ("DELETE", "/api/runs/{run}", None, lambda ctx: {"run": failed_run(ctx).pk},
+     {**MAINTAINER, "alice": 204}),
+    ("GET", "/api/projects/demo/schedules", None, None, ALL_OK),
+    ("POST", "/api/projects/demo/tasks/hello/schedules",
+     {"name": "nightly", "cron": "0 3 * * *", "params": {"name": "n"}}, None,
+     {**MAINTAINER, "alice": 201}),
+    ("GET", "/api/schedules/{schedule}", None, lambda ctx: {"schedule": schedule(ctx)}, ALL_OK),
+    ("PATCH", "/api/schedules/{schedule}", {"enabled": False},
+     lambda ctx: {"schedule": schedule(ctx)}, MAINTAINER),
+    ("DELETE", "/api/schedules/{schedule}", None, lambda ctx: {"schedule": schedule(ctx)},
      {**MAINTAINER, "alice": 204}),
 ]
 

@@ -166,3 +166,56 @@ def test_two_worker_processes_firing_the_same_slot_launch_one_run(project, hello
     assert Run.objects.filter(trigger="schedule").count() == 1
     schedule.refresh_from_db()
     assert schedule.next_run_at == datetime(2026, 6, 1, 10, 10, tzinfo=UTC)
+
+
+@pytest.mark.django_db
+def test_the_api_creates_lists_changes_and_deletes(api_for, hello_task):
+    from runs.models import AuditLog
+
+    alice = api_for("alice")
+    with time_machine.travel(T0, tick=False):
+        created = alice.post("/api/projects/demo/tasks/hello/schedules", {
+            "name": "nightly", "cron": "0 3 * * *", "timezone": "Europe/Berlin",
+            "params": {"name": "n"}})
+    assert created.status_code == 201, created.content
+    body = created.json()
+    assert body["next_run_at"].startswith("2026-06-02T01:00:00")
+    bad = alice.post("/api/projects/demo/tasks/hello/schedules",
+                     {"name": "x", "cron": "every day", "params": {}})
+    assert bad.status_code == 422
+    assert "cron" in bad.json()["error"]["fields"]
+    listed = api_for("carol").get("/api/projects/demo/schedules").json()["items"]
+    assert [s["name"] for s in listed] == ["nightly"]
+    patched = alice.client.patch(f"/api/schedules/{body['id']}", data='{"enabled": false}',
+                                 content_type="application/json", headers=alice.headers)
+    assert patched.status_code == 200 and patched.json()["next_run_at"] is None
+    assert alice.client.delete(f"/api/schedules/{body['id']}",
+                               headers=alice.headers).status_code == 204
+    assert list(AuditLog.objects.filter(object_type="schedule").order_by("id")
+                .values_list("action", flat=True)) == [
+        "schedule.create", "schedule.update", "schedule.delete"]
+
+
+@pytest.mark.django_db
+def test_the_admin_creates_through_the_service_and_names_bad_fields(client, hello_task):
+    from django.contrib.auth import get_user_model
+
+    from runs.models import AuditLog
+
+    staff = get_user_model().objects.create_superuser("root", "r@example.com", "pw")
+    client.force_login(staff)
+    form = {"task": hello_task.pk, "name": "hourly", "cron": "61 * * * *",
+            "timezone": "UTC", "params": '{"name": "z"}', "enabled": "on"}
+    bad = client.post("/admin/runs/schedule/add/", form)
+    assert bad.status_code == 200
+    assert "is not a valid cron expression" in bad.content.decode()
+    with time_machine.travel(T0, tick=False):
+        ok = client.post("/admin/runs/schedule/add/", {**form, "cron": "0 * * * *"})
+    assert ok.status_code == 302
+    schedule = Schedule.objects.get(name="hourly")
+    assert schedule.next_run_at == datetime(2026, 6, 1, 11, 0, tzinfo=UTC)
+    assert AuditLog.objects.filter(action="schedule.create", via="admin").exists()
+    client.post("/admin/runs/schedule/", {"action": "disable",
+                                          "_selected_action": [schedule.pk]})
+    schedule.refresh_from_db()
+    assert schedule.enabled is False
