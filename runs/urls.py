@@ -44,3 +44,14 @@ urlpatterns = [
         name="execution_log",
     ),
 ]
+
+# Schedules (runs.schedule_views).
+from runs import schedule_views  # noqa: E402
+
+urlpatterns += [
+    path("p/<slug:slug>/schedules", schedule_views.project_schedules, name="project_schedules"),
+    path("schedules/<id:schedule_id>/toggle", schedule_views.schedule_toggle,
+         name="schedule_toggle"),
+    path("schedules/<id:schedule_id>/delete", schedule_views.schedule_remove,
+         name="schedule_delete"),
+]

@@ -219,3 +219,40 @@ def test_the_admin_creates_through_the_service_and_names_bad_fields(client, hell
                                           "_selected_action": [schedule.pk]})
     schedule.refresh_from_db()
     assert schedule.enabled is False
+
+
+@pytest.mark.django_db
+def test_the_schedules_page_by_role(personas, hello_task):
+    from django.test import Client
+
+    def client_for(name):
+        c = Client()
+        c.force_login(personas[name])
+        return c
+
+    alice, bob, carol = client_for("alice"), client_for("bob"), client_for("carol")
+    assert client_for("mallory").get("/p/demo/schedules").status_code == 404
+    empty = carol.get("/p/demo/schedules").content.decode()
+    assert "No schedules yet" in empty and "Add a schedule" not in empty
+    form = {"task": "hello", "name": "hourly", "cron": "0 * * * *", "timezone": "UTC",
+            "params": '{"name": "p"}', "enabled": "on"}
+    assert bob.post("/p/demo/schedules", form).status_code == 403
+    bad = alice.post("/p/demo/schedules", {**form, "cron": "whenever",
+                                          "params": '{"name": 1'})
+    assert bad.status_code == 422
+    html = bad.content.decode()
+    assert "Must be a JSON object" in html and 'id="s-params-error"' in html
+    wrong = alice.post("/p/demo/schedules", {**form, "params": '{"nope": 1}'})
+    assert wrong.status_code == 422 and "params.nope:" in wrong.content.decode()
+    with time_machine.travel(T0, tick=False):
+        ok = alice.post("/p/demo/schedules", form)
+    assert ok.status_code == 303
+    schedule = Schedule.objects.get(name="hourly")
+    page = carol.get("/p/demo/schedules").content.decode()
+    assert "hourly" in page and "0 * * * *" in page and "Disable" not in page
+    assert alice.post(f"/schedules/{schedule.pk}/toggle").status_code == 303
+    schedule.refresh_from_db()
+    assert not schedule.enabled
+    assert bob.post(f"/schedules/{schedule.pk}/delete").status_code == 403
+    assert alice.post(f"/schedules/{schedule.pk}/delete").status_code == 303
+    assert not Schedule.objects.exists()
