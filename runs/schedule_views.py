@@ -32,8 +32,9 @@ def _page(request: HttpRequest, project, *, form: dict | None = None,
     for field, problems in (errors or {}).items():
         root = field.split(".")[0]
         target = root if root in ("task", "name", "cron", "timezone", "params") else "params"
+        label = f"parameter {field.split('.', 1)[1]!r}" if field.startswith("params.") else field
         by_field.setdefault(target, []).extend(
-            problems if field == target else [f"{field}: {p}" for p in problems])
+            problems if field == target else [f"{label}: {p}" for p in problems])
     schedules = list(Schedule.objects.filter(task__project=project)
                      .select_related("task", "last_run", "created_by")
                      .order_by("task__name", "name"))
