@@ -55,6 +55,12 @@ class Heartbeat(threading.Thread):
         self.give_up_after = settings.SWITCHYARD_LEASE_SECONDS * 0.8
 
     def run(self) -> None:
+        from config.logging import log_context
+
+        with log_context(run_id=self.ctx.run_id, execution_id=self.ctx.execution_id):
+            self._beat()
+
+    def _beat(self) -> None:
         last_beat = last_ok = time.monotonic()
         try:
             while not self.done.wait(self.check):
@@ -134,8 +140,12 @@ def execution_run(execution_id: int) -> str:
     attempt = execution_claim(execution_id=execution_id, worker=me)
     if attempt is None:
         return f"execution {execution_id}: not queued (already claimed or ended); nothing to do"
+    from config.logging import log_context
+
+    run_id = Execution.objects.filter(pk=execution_id).values_list("run_id", flat=True).first()
     try:
-        return _attempt_run(execution_id, attempt.number)
+        with log_context(run_id=run_id, execution_id=execution_id):
+            return _attempt_run(execution_id, attempt.number)
     except Exception as exc:
         logger.exception("attempt %s of execution %s crashed", attempt.number, execution_id)
         _finish(execution_id, attempt.number,

@@ -7,6 +7,7 @@ until it returns, but the execution ends on time and its late result is discarde
 
 from __future__ import annotations
 
+import contextvars
 import json
 import threading
 import time
@@ -61,7 +62,11 @@ def python_execute(ctx: ExecutionContext) -> Outcome:
             box["error"] = exc
             box["traceback"] = traceback.format_exc()
 
-    thread = threading.Thread(target=target, name=f"callable-{ctx.execution_id}", daemon=True)
+    # The callable's own log records carry the run and execution ids (config.logging): a new
+    # thread starts with an empty context, so it runs in a copy of this one.
+    context = contextvars.copy_context()
+    thread = threading.Thread(target=context.run, args=(target,),
+                              name=f"callable-{ctx.execution_id}", daemon=True)
     thread.start()
     deadline = time.monotonic() + timeout
     while thread.is_alive():
