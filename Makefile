@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 export HOST PORT
 
-.PHONY: run test venv lint migrations-check bench clean
+.PHONY: run test venv lint migrations-check bench bench-scale clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,3 +40,6 @@ clean:
 
 bench: venv
 	$(PY) bench/engine.py
+
+bench-scale: venv
+	$(PY) bench/scale_out.py
