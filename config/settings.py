@@ -108,6 +108,15 @@ def _database() -> dict:
         config["CONN_MAX_AGE"] = 0
         config.setdefault("OPTIONS", {})["pool"] = {
             "min_size": 1, "max_size": env_int("SWITCHYARD_DB_POOL_SIZE", 10, minimum=1)}
+    if config["ENGINE"] == "django.db.backends.postgresql":
+        # A process frozen inside a transaction (a long GC pause, SIGSTOP, a VM migration)
+        # keeps its row locks, and every other machine touching that run waits on it forever.
+        # PostgreSQL ends such a session after this long, releasing its locks; the frozen
+        # process's write then fails and its attempt is fenced like any stale one.
+        idle = env_int("SWITCHYARD_DB_IDLE_TX_TIMEOUT_MS", 30000, minimum=0)
+        options = config.setdefault("OPTIONS", {})
+        options["options"] = (options.get("options", "") +
+                              f" -c idle_in_transaction_session_timeout={idle}").strip()
     if config["ENGINE"] == "django.db.backends.sqlite3":
         # SQLite is shared by the web process and several q2 worker processes: WAL lets readers
         # run beside the writer, the busy timeout waits instead of failing with "database is

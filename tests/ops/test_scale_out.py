@@ -32,6 +32,7 @@ TERMINAL = {"succeeded", "failed", "cancelled", "timed_out"}
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
+    pytest.mark.timeout(600),
     pytest.mark.skipif(not is_postgres(), reason="several machines share one PostgreSQL"),
 ]
 
@@ -50,7 +51,8 @@ class Machine:
                 SWITCHYARD_WORK_ROOT=str(tmp_path / name / "work"),
                 SWITCHYARD_HEARTBEAT_SECONDS="0.3", SWITCHYARD_STOP_CHECK_SECONDS="0.1",
                 SWITCHYARD_LEASE_SECONDS="3", SWITCHYARD_REAP_SECONDS="1",
-                SWITCHYARD_KILL_GRACE="1", SWITCHYARD_Q_POLL="0.05"),
+                SWITCHYARD_KILL_GRACE="1", SWITCHYARD_Q_POLL="0.05",
+                SWITCHYARD_DB_IDLE_TX_TIMEOUT_MS="4000"),
             stdout=self.log, stderr=subprocess.STDOUT)
 
     def signal(self, sig: int) -> None:
@@ -115,8 +117,14 @@ def test_machines_share_work_hold_limits_fire_once_and_recover(machines, project
     machines["machine-b"].signal(signal.SIGCONT)
 
     all_runs = [r.pk for r in runs]
-    wait_for(lambda: not Run.objects.filter(pk__in=all_runs).exclude(
-        status__in=TERMINAL).exists(), timeout=240, message="every run to end")
+    try:
+        wait_for(lambda: not Run.objects.filter(pk__in=all_runs).exclude(
+            status__in=TERMINAL).exists(), timeout=240, message="every run to end")
+    except pytest.fail.Exception:
+        stuck = list(Execution.objects.filter(run_id__in=all_runs).exclude(
+            status__in=TERMINAL).values_list("pk", "status", "attempt", "worker",
+                                             "waiting_reason", "heartbeat_at"))
+        pytest.fail(f"runs did not end; open executions: {stuck}")
     assert set(Run.objects.filter(pk__in=all_runs).values_list("status", flat=True)) == {
         "succeeded"}
 
