@@ -260,6 +260,8 @@ class TaskAdmin(ServiceRefusalsAdmin):
     list_select_related = ["project"]
     autocomplete_fields = ["project"]
     date_hierarchy = "updated_at"
+    # The Launch button of the change page goes where "View on site" would.
+    view_on_site = False
     sortable_by = ["slug", "name", "project", "kind", "enabled", "priority", "updated_at"]
     actions = ["enable_tasks", "disable_tasks", "clear_baselines"]
     fieldsets = [
