@@ -224,7 +224,8 @@ class MembershipAdmin(ServiceRefusalsAdmin):
                   permissions=["delete"])
     def remove_members(self, request: HttpRequest, queryset: QuerySet[Membership]) -> None:
         rows = queryset.select_related("user", "project").order_by("pk")
-        targets = [(m.pk, f"{m.user.get_username()} in {m.project.slug}") for m in rows]
+        targets = [(m.pk, f"Membership of {m.user.get_username()} in {m.project.slug}")
+                   for m in rows]
 
         def move(pk: int, actor: Actor) -> str:
             membership = Membership.objects.select_related("user", "project").get(pk=pk)
@@ -338,7 +339,8 @@ class TaskAdmin(ServiceRefusalsAdmin):
         return actions
 
     def _targets(self, queryset: QuerySet[Task]) -> list[tuple[int, str]]:
-        return [(pk, f"{project}/{slug}") for pk, project, slug in
+        # Labels start with a word: the admin capitalises the first letter of each message.
+        return [(pk, f"Task {project}/{slug}") for pk, project, slug in
                 queryset.order_by("pk").values_list("pk", "project__slug", "slug")]
 
     def _set_enabled(self, request: HttpRequest, queryset: QuerySet[Task], enabled: bool
