@@ -32,6 +32,8 @@ MAX_WORKERS = 100
 MAX_RUNNING = 200
 MAX_WAITING = 10
 MAX_SLOT_HOLDERS = 500
+# jobs/migrations/0003 creates the reaper's tick row dated 2000-01-01: no pass yet.
+NEVER_REAPED_YEAR = 2000
 
 # Only the columns the page shows: executions carry JSON (definition, params, input, result)
 # and runs their task snapshot, none of which the page needs.
@@ -216,6 +218,16 @@ def broker_depth(*, now: datetime) -> dict[str, int]:
             "schedules": Schedule.objects.count()}
 
 
+def _reaper_overdue(workers: list[WorkerRow], last_reap: datetime | None, *, now: datetime,
+                    every: timedelta) -> bool:
+    """Workers run the reaper (jobs.reaper.reap_if_due): it is overdue when one has been alive
+    for three intervals and no pass happened in the last three."""
+    grace = now - 3 * every
+    if not any(row.alive and row.worker.started_at < grace for row in workers):
+        return False
+    return last_reap is None or last_reap < grace
+
+
 def queue_overview(*, now: datetime | None = None) -> QueueOverview:
     """Everything the workers and queue page shows, in a fixed number of queries."""
     now = now or timezone.now()
@@ -233,6 +245,9 @@ def queue_overview(*, now: datetime | None = None) -> QueueOverview:
             orphaned.append(execution)
     depth, backoff = execution_depth(now=now)
     tick = ReaperTick.objects.order_by("pk").first()
+    last_reap = tick.last_run_at if tick else None
+    if last_reap is not None and last_reap.year <= NEVER_REAPED_YEAR:
+        last_reap = None
     reap_every = timedelta(seconds=settings.SWITCHYARD_REAP_SECONDS)
     return QueueOverview(
         now=now,
@@ -245,7 +260,7 @@ def queue_overview(*, now: datetime | None = None) -> QueueOverview:
         run_depth=run_depth(),
         waiting=waiting_oldest(now=now, alive=alive, busy=depth[E.RUNNING]),
         slots=concurrency_slots(),
-        reaper_last_run_at=tick.last_run_at if tick else None,
-        reaper_overdue=tick is None or tick.last_run_at < now - 3 * reap_every,
+        reaper_last_run_at=last_reap,
+        reaper_overdue=_reaper_overdue(workers, last_reap, now=now, every=reap_every),
         broker=broker_depth(now=now),
     )
