@@ -32,7 +32,9 @@ def test_mark_a_baseline_from_the_run_list(staff_client, files_task, launch_file
                                            "_selected_action": [second.pk]})
     task.refresh_from_db()
     assert task.baseline_run_id == second.pk
-    assert AuditLog.objects.filter(action="task.baseline", via="admin").exists()
+    audit = AuditLog.objects.get(action="task.baseline", via="admin")
+    assert (audit.actor.username, audit.actor_label) == ("root", "root")
+    assert audit.changes == {"baseline_run": [None, second.pk]}
 
 
 def test_admin_delete_goes_through_the_service(staff_client, files_task, launch_files):

@@ -106,3 +106,22 @@ def test_redelivering_to_a_disabled_endpoint_is_a_warning(root, created):
     response = _action(root, DELIVERIES, "redeliver", [delivery.pk])
     assert b"not redelivered" in response.content and b"enable it" in response.content
     assert WebhookDelivery.objects.count() == 1
+
+
+def test_staff_who_may_only_view_deliveries_cannot_redeliver(created):
+    from tests.admin_pages import staff_client
+
+    delivery = WebhookDelivery.objects.get()
+    viewer = staff_client("auditor", superuser=False, perms=("hooks.view_webhookdelivery",))
+    assert viewer.get(DELIVERIES).status_code == 200
+    assert "redeliver" not in viewer.get(DELIVERIES).content.decode()
+    viewer.post(DELIVERIES, {"action": "redeliver", "_selected_action": [delivery.pk]})
+    assert WebhookDelivery.objects.count() == 1
+
+
+def test_an_endpoint_page_links_to_its_deliveries(root, created):
+    endpoint, _secret = created
+    page = root.get(f"{ENDPOINTS}{endpoint.pk}/change/").content.decode()
+    assert f"{DELIVERIES}?endpoint__id__exact={endpoint.pk}" in page
+    listing = root.get(f"{DELIVERIES}?endpoint__id__exact={endpoint.pk}").content.decode()
+    assert "1 webhook delivery" in listing

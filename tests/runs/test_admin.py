@@ -189,13 +189,22 @@ def test_cancel_selected_executions(root, launch):
 
 @pytest.fixture
 def history(launch):
-    """One Event and one AuditLog row (the launch writes both)."""
+    """One row of each history table: the launch writes an Event and an AuditLog row; a
+    claimed execution has an Attempt; a log chunk is written as a worker writes it."""
+    from django.utils import timezone
+
+    from runs.models import LogChunk
+
     run = launch()
+    execution = start(run)
+    chunk = LogChunk.objects.create(execution=execution, attempt=1, seq=1, stream="stdout",
+                                    text="hello\n", line_count=1, created_at=timezone.now())
     return {"event": Event.objects.filter(run=run).first(),
-            "auditlog": AuditLog.objects.filter(object_id=str(run.pk)).first()}
+            "auditlog": AuditLog.objects.filter(object_id=str(run.pk)).first(),
+            "attempt": execution.attempts.get(), "logchunk": chunk}
 
 
-@pytest.mark.parametrize("model", ["event", "auditlog"])
+@pytest.mark.parametrize("model", ["event", "auditlog", "attempt", "logchunk"])
 def test_history_cannot_be_added_changed_or_deleted_even_by_a_superuser(root, history, model):
     row = history[model]
     base = f"/admin/runs/{model}/"
@@ -344,3 +353,45 @@ def test_executions_show_their_stage_iteration_and_step(root, project):
     assert "<p>{&quot;page&quot;: &quot;home&quot;, &quot;viewport&quot;: &quot;desktop&quot;}" \
         in change  # the matrix cell
 
+
+
+# --- the run and execution pages -----------------------------------------------------------------
+
+
+def test_the_run_page_shows_every_attempt_and_links_to_the_timeline(root, launch):
+    from django.utils import timezone
+
+    from runs.models import Attempt
+
+    run = launch()
+    execution = start(run)
+    Attempt.objects.filter(execution=execution).update(finished_at=timezone.now(), exit_code=4,
+                                                       outcome="unreachable", error="no route")
+    Attempt.objects.create(execution=execution, number=2, worker="test-worker",
+                           started_at=timezone.now())
+    page = re.sub(r"\s+", " ", root.get(f"{RUNS}{run.pk}/change/").content.decode())
+    assert (f'<td><a href="/admin/runs/execution/{execution.pk}/change/">#{execution.pk} '
+            f'{execution.name}</a></td><td>1</td><td>test-worker</td>') in page
+    assert "<td>4</td><td>unreachable</td><td>no route</td>" in page
+    assert f"{execution.name}</a></td><td>2</td><td>test-worker</td>" in page
+    assert f'<a href="/runs/{run.pk}/">run page (timeline, logs, artifacts)</a>' in page
+    events = root.get(f"/admin/runs/event/?run__id__exact={run.pk}").content.decode()
+    assert f"{Event.objects.filter(run=run).count()} events" in events
+    audits = root.get(f"/admin/runs/auditlog/?object_type=run&object_id={run.pk}")
+    assert "1 audit log" in audits.content.decode()  # the launch
+
+
+def test_the_execution_page_says_why_it_waits(root, launch):
+    run = launch()
+    execution = run.executions.get()
+    page = root.get(f"{EXECUTIONS}{execution.pk}/change/").content.decode()
+    assert "no worker alive: start one with manage.py qcluster" in page
+    running = start(launch())
+    page = root.get(f"{EXECUTIONS}{running.pk}/change/").content.decode()
+    assert "no worker alive" not in page
+
+
+def test_audit_rows_link_to_their_object(root, launch):
+    run = launch()
+    page = root.get("/admin/runs/auditlog/").content.decode()
+    assert f'<a href="/admin/runs/run/{run.pk}/change/">run {run.pk}</a>' in page
