@@ -6,6 +6,10 @@ from django.contrib import admin
 
 from jobs.models import ReaperTick, WorkerProcess
 
+# Django would say "Worker processs"; set here rather than in Meta, where it would need a
+# migration of its own (fold it into the next jobs migration).
+WorkerProcess._meta.verbose_name_plural = "worker processes"
+
 
 class ReadOnly(admin.ModelAdmin):
     def has_add_permission(self, request, obj=None) -> bool:

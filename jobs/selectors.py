@@ -136,10 +136,14 @@ def run_depth() -> dict[str, int]:
     return depth
 
 
-def why_waiting(execution: Execution, *, now: datetime, alive: int, busy: int) -> str:
+def why_waiting(execution: Execution, *, now: datetime, alive: int, busy: int,
+                held_by: list[int] | None = None) -> str:
     """Why a pending or queued execution has not started, in words staff can act on.
 
-    `alive` is the number of live workers, `busy` how many executions run now.
+    `alive` is the number of live workers, `busy` how many executions run now, `held_by` the
+    runs whose executions hold a slot of the execution's concurrency key. Dispatch writes the
+    reason on the first execution it finds blocked by a full key and skips the rest of that
+    key, so the others are told from `held_by`.
     """
     run = execution.run
     reasons = []
@@ -154,6 +158,11 @@ def why_waiting(execution: Execution, *, now: datetime, alive: int, busy: int) -
                            f"(at {execution.not_before:%H:%M:%S} UTC)")
         if execution.waiting_reason:
             reasons.append(execution.waiting_reason)
+        elif (execution.concurrency_key and held_by is not None
+              and len(held_by) >= execution.concurrency_limit):
+            runs = ", ".join(f"run {r}" for r in held_by[:5])
+            reasons.append(f"waiting for slot {execution.concurrency_key} (limit "
+                           f"{execution.concurrency_limit}), held by {runs}")
         if not reasons and alive:
             reasons.append("admissible: the next dispatch (on any launch, any execution end "
                            f"and every {settings.SWITCHYARD_REAP_SECONDS:g} s) queues it")
@@ -171,13 +180,22 @@ def why_waiting(execution: Execution, *, now: datetime, alive: int, busy: int) -
     return "; ".join(reasons)
 
 
-def waiting_oldest(*, now: datetime, alive: int, busy: int) -> list[Execution]:
+def slot_holders(key: str) -> list[int]:
+    """The runs whose executions hold a slot of concurrency key `key`, longest first."""
+    return list(Execution.objects.filter(concurrency_key=key, status__in=SLOT_STATUSES)
+                .order_by("queued_at", "id").values_list("run_id", flat=True)[:MAX_SLOT_HOLDERS])
+
+
+def waiting_oldest(*, now: datetime, alive: int, busy: int, slots: list[SlotRow]
+                   ) -> list[Execution]:
     """The oldest pending or queued executions (the first is the oldest), each with
     `why_waiting` set."""
     rows = list(_executions().filter(status__in=(E.PENDING, E.QUEUED)).order_by("id")
                 [:MAX_WAITING])
+    held = {slot.key: [e.run_id for e in slot.holders] for slot in slots}
     for execution in rows:
-        execution.why_waiting = why_waiting(execution, now=now, alive=alive, busy=busy)
+        execution.why_waiting = why_waiting(execution, now=now, alive=alive, busy=busy,
+                                            held_by=held.get(execution.concurrency_key, []))
         execution.waited = now - execution.created_at
     return rows
 
@@ -244,6 +262,7 @@ def queue_overview(*, now: datetime | None = None) -> QueueOverview:
         else:
             orphaned.append(execution)
     depth, backoff = execution_depth(now=now)
+    slots = concurrency_slots()
     tick = ReaperTick.objects.order_by("pk").first()
     last_reap = tick.last_run_at if tick else None
     if last_reap is not None and last_reap.year <= NEVER_REAPED_YEAR:
@@ -258,8 +277,8 @@ def queue_overview(*, now: datetime | None = None) -> QueueOverview:
         execution_depth=depth,
         backoff_count=backoff,
         run_depth=run_depth(),
-        waiting=waiting_oldest(now=now, alive=alive, busy=depth[E.RUNNING]),
-        slots=concurrency_slots(),
+        waiting=waiting_oldest(now=now, alive=alive, busy=depth[E.RUNNING], slots=slots),
+        slots=slots,
         reaper_last_run_at=last_reap,
         reaper_overdue=_reaper_overdue(workers, last_reap, now=now, every=reap_every),
         broker=broker_depth(now=now),

@@ -14,6 +14,8 @@ sorting by indexed columns only, related rows joined, heavy columns left out.
 
 from __future__ import annotations
 
+import json
+
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.db.models import QuerySet
@@ -64,6 +66,12 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None) -> bool:
         return False
+
+
+def json_block(value: object) -> str:
+    """JSON for reading on a page: indented, in a box that scrolls rather than stretches."""
+    return format_html('<pre class="sy-json-block">{}</pre>',
+                       json.dumps(value, indent=2, ensure_ascii=False, default=str))
 
 
 def run_link(run_id: int, text: str = "") -> str:
@@ -119,7 +127,8 @@ class ExecutionInline(admin.TabularInline):
 
 @admin.register(Run)
 class RunAdmin(BigListAdmin):
-    list_display = ["id", "task", "project", "status", "visual_diff", "trigger", "created_by",
+    # The task column names the project too (project/slug).
+    list_display = ["id", "task", "status", "visual_diff", "trigger", "created_by",
                     "created_at", "duration_shown"]
     list_filter = ["status", VisualDiffFilter, "trigger", "project", ("task", TaskFilter)]
     search_fields = ["=id", "task__slug", "created_by__username", "idempotency_key"]
@@ -127,19 +136,43 @@ class RunAdmin(BigListAdmin):
     list_select_related = ["task", "task__project", "project", "created_by"]
     list_defer = ("task_snapshot", "params", "secret_params", "pipeline_state")
     sortable_by = ["id", "status", "created_at"]
-    # Status moves only through runs.transitions; the admin shows them, never edits them.
-    readonly_fields = ["project", "task", "page_link", "status", "status_reason", "trigger",
-                       "created_by", "idempotency_key", "created_at", "started_at",
-                       "finished_at", "deadline_at", "rerun_of", "rerun_mode", "visual_diff",
-                       "params", "task_snapshot", "pipeline_state", "last_event_seq",
-                       "attempts_table"]
-    exclude = ["secret_params"]
+    # Status moves only through runs.transitions: the page shows a run, never edits it (the
+    # actions above and the delete button are the only writes; see has_change_permission).
+    fieldsets = [
+        (None, {"fields": ["task", "project", "status", "status_reason", "page_link", "trigger",
+                           "created_by", "rerun_of", "rerun_mode", "visual_diff"]}),
+        ("Times", {"fields": ["created_at", "started_at", "finished_at", "duration_shown",
+                              "deadline_at"]}),
+        ("Parameters and definition", {"fields": ["params_shown", "idempotency_key",
+                                                  "pipeline_state_shown", "last_event_seq",
+                                                  "snapshot_shown"]}),
+        ("Attempts", {"fields": ["attempts_table"]}),
+    ]
+    readonly_fields = ["page_link", "duration_shown", "params_shown", "pipeline_state_shown",
+                       "snapshot_shown", "attempts_table"]
     inlines = [ExecutionInline]
     actions = ["cancel_runs", "pause_runs", "resume_runs", "rerun_runs_all", "rerun_runs_failed",
                "mark_baseline", "delete_runs"]
 
     def row_label(self, obj: Run) -> str:
         return f"Run {obj.pk}"  # str(run) reads the task snapshot, left out of the list
+
+    def has_change_permission(self, request: HttpRequest, obj: Run | None = None) -> bool:
+        # The list's actions need the change permission; a run's own page is read-only, so
+        # that a save can never write back a status read before a transition moved it.
+        return obj is None and super().has_change_permission(request)
+
+    @admin.display(description="Parameters")
+    def params_shown(self, obj: Run) -> str:
+        return json_block(obj.params)  # secrets are masked in params; the ciphertext is not shown
+
+    @admin.display(description="Pipeline state")
+    def pipeline_state_shown(self, obj: Run) -> str:
+        return json_block(obj.pipeline_state) if obj.pipeline_state else "-"
+
+    @admin.display(description="Task definition at launch")
+    def snapshot_shown(self, obj: Run) -> str:
+        return json_block(obj.task_snapshot)
 
     @admin.display(description="Duration")
     def duration_shown(self, obj: Run) -> str:
@@ -335,7 +368,20 @@ class ExecutionAdmin(BigListAdmin):
                   "run__params", "run__secret_params", "run__pipeline_state")
     sortable_by = ["id", "status"]
     ordering = ["-id"]
-    readonly_fields = [f.name for f in Execution._meta.fields] + ["why_waiting"]
+    fieldsets = [
+        (None, {"fields": ["run", "name", "status", "why_waiting", "attempt",
+                           "worker", "heartbeat_at", "not_before", "exit_code", "outcome",
+                           "error", "cancel_requested_at", "cancel_reason"]}),
+        ("Concurrency", {"fields": ["concurrency_key", "concurrency_limit", "priority"]}),
+        ("Pipeline", {"fields": ["stage_index", "stage", "iteration", "step", "matrix_shown",
+                                 "position", "reused_from"]}),
+        ("Definition, input and result", {"fields": ["definition_shown", "params_shown",
+                                                     "input_shown", "result_shown"]}),
+        ("Times", {"fields": ["created_at", "queued_at", "started_at", "finished_at",
+                              "last_log_seq"]}),
+    ]
+    readonly_fields = ["why_waiting", "matrix_shown", "definition_shown", "params_shown",
+                       "input_shown", "result_shown"]
     inlines = [AttemptInline]
     actions = ["cancel_executions", "approve_executions", "reject_executions"]
 
@@ -348,13 +394,44 @@ class ExecutionAdmin(BigListAdmin):
         if obj.status not in (ExecutionStatus.PENDING, ExecutionStatus.QUEUED):
             return "-"
         from jobs.registry import workers_alive
-        from jobs.selectors import why_waiting
+        from jobs.selectors import slot_holders, why_waiting
 
         busy = Execution.objects.filter(status=ExecutionStatus.RUNNING).count()
-        return why_waiting(obj, now=timezone.now(), alive=workers_alive().count(), busy=busy)
+        held_by = slot_holders(obj.concurrency_key) if obj.concurrency_key else None
+        return why_waiting(obj, now=timezone.now(), alive=workers_alive().count(), busy=busy,
+                           held_by=held_by)
 
     def has_add_permission(self, request, obj=None) -> bool:
         return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Execution | None = None
+                              ) -> bool:
+        # Like a run's page: actions in the list, a read-only page for one execution.
+        return obj is None and super().has_change_permission(request)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Execution | None = None
+                              ) -> bool:
+        return False  # an execution goes with its run (run_delete), never on its own
+
+    @admin.display(description="Matrix cell")
+    def matrix_shown(self, obj: Execution) -> str:
+        return json_block(obj.matrix) if obj.matrix else "-"
+
+    @admin.display(description="Definition")
+    def definition_shown(self, obj: Execution) -> str:
+        return json_block(obj.definition) if obj.definition else "- (the run's task)"
+
+    @admin.display(description="Parameters")
+    def params_shown(self, obj: Execution) -> str:
+        return json_block(obj.params) if obj.params else "-"
+
+    @admin.display(description="Input")
+    def input_shown(self, obj: Execution) -> str:
+        return json_block(obj.input) if obj.input else "-"
+
+    @admin.display(description="Result")
+    def result_shown(self, obj: Execution) -> str:
+        return json_block(obj.result) if obj.result is not None else "-"
 
     @admin.action(description="Cancel selected executions", permissions=["change"])
     def cancel_executions(self, request: HttpRequest, queryset: QuerySet[Execution]) -> None:
@@ -437,6 +514,8 @@ class EventAdmin(ReadOnlyAdmin, BigListAdmin):
     # No date hierarchy: created_at has no index on this, the biggest table; staff come here
     # for one run's events (the run page links with ?run__id__exact=).
     list_display = ["id", "run_shown", "seq", "kind", "message_shown", "actor", "created_at"]
+    fields = ["run", "seq", "kind", "message", "execution", "actor", "created_at", "data_shown"]
+    readonly_fields = ["data_shown"]
     list_filter = [recent_values_filter("kind", "kind")]
     search_fields = ["=run__id", "=kind"]
     list_defer = ("data",)
@@ -446,6 +525,10 @@ class EventAdmin(ReadOnlyAdmin, BigListAdmin):
     @admin.display(description="Run", ordering="run_id")
     def run_shown(self, obj: Event) -> str:
         return run_link(obj.run_id)
+
+    @admin.display(description="Data")
+    def data_shown(self, obj: Event) -> str:
+        return json_block(obj.data) if obj.data else "-"
 
     @admin.display(description="Message")
     def message_shown(self, obj: Event) -> str:
@@ -492,6 +575,13 @@ class AuditLogAdmin(ReadOnlyAdmin, BigListAdmin):
     list_defer = ("changes", "user_agent")
     date_hierarchy = "created_at"
     sortable_by = ["created_at"]
+    fields = ["created_at", "actor", "actor_label", "via", "action", "project", "object_shown",
+              "changes_shown", "ip_address", "user_agent"]
+    readonly_fields = ["object_shown", "changes_shown"]
+
+    @admin.display(description="Changes")
+    def changes_shown(self, obj: AuditLog) -> str:
+        return json_block(obj.changes) if obj.changes else "-"
 
     @admin.display(description="Object")
     def object_shown(self, obj: AuditLog) -> str:

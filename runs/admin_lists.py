@@ -87,6 +87,8 @@ class BigListAdmin(admin.ModelAdmin):
     # The "N total" next to a filtered count is a second COUNT(*) over the whole table.
     show_full_result_count = False
     list_per_page = 100
+    # "Show counts" next to each filter choice is a COUNT per choice over the table.
+    show_facets = admin.ShowFacets.NEVER
     # Heavy columns never shown in the list (JSON blobs, log text); the change page loads them.
     list_defer: tuple[str, ...] = ()
 

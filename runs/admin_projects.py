@@ -50,9 +50,11 @@ class JSONTextField(forms.JSONField):
     the JSON breaks. `allow_null=False` (columns that are NOT NULL): an empty box or `null` is a
     form error too, not an IntegrityError on save."""
 
-    def __init__(self, *, allow_null: bool = True, example: str = "{}", **kwargs: Any) -> None:
+    def __init__(self, *, allow_null: bool = True, example: str = "{}", indent: int | None = 2,
+                 **kwargs: Any) -> None:
         self.allow_null = allow_null
         self.example = example
+        self.indent = indent
         kwargs.setdefault("widget", forms.Textarea(attrs={"class": "sy-json", "rows": 12,
                                                           "spellcheck": "false"}))
         super().__init__(**kwargs)
@@ -75,7 +77,7 @@ class JSONTextField(forms.JSONField):
     def prepare_value(self, value: Any) -> Any:
         if isinstance(value, forms.fields.InvalidJSONInput):
             return value
-        return json.dumps(value, indent=2, ensure_ascii=False, cls=self.encoder)
+        return json.dumps(value, indent=self.indent, ensure_ascii=False, cls=self.encoder)
 
 
 class ModelErrorsOnFormFields(forms.ModelForm):
@@ -295,7 +297,11 @@ class TaskAdmin(ServiceRefusalsAdmin):
             kwargs["form_class"] = JSONTextField
             kwargs["allow_null"] = db_field.null
             kwargs["example"] = self.json_examples.get(db_field.name, "{}")
-            if db_field.name not in ("spec", "params_schema"):
+            if db_field.name in ("spec", "params_schema"):
+                kwargs["widget"] = forms.Textarea(attrs={"class": "sy-json", "rows": 20,
+                                                         "spellcheck": "false"})
+            else:  # short lists, on one line: [60, 300, 900]
+                kwargs["indent"] = None
                 kwargs["widget"] = forms.Textarea(attrs={"class": "sy-json", "rows": 2,
                                                          "spellcheck": "false"})
         return super().formfield_for_dbfield(db_field, request, **kwargs)
@@ -380,6 +386,11 @@ class TaskAdmin(ServiceRefusalsAdmin):
 
 
 # --- API tokens ----------------------------------------------------------------------------------
+
+# Django would say "Api tokens"; set here rather than in Meta, where it would need a migration
+# of its own (fold it into the next runs migration).
+ApiToken._meta.verbose_name = "API token"
+ApiToken._meta.verbose_name_plural = "API tokens"
 
 
 class TokenStateFilter(admin.SimpleListFilter):

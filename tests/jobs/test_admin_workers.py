@@ -221,3 +221,19 @@ def test_the_page_costs_the_same_queries_however_much_it_lists(site_task):
     with_n = queries_for(client, PAGE)
     add(4)
     assert queries_for(client, PAGE) == with_n == 14
+
+
+def test_every_execution_behind_a_full_key_says_which_runs_hold_it(site_task):
+    worker("vm:1")
+    holder = running_on(launch(site_task, site="a"), "vm:1")
+    first, second = (launch(site_task, site="a").executions.get() for _ in range(2))
+    dispatch()  # writes the reason on the first one it finds blocked, skips the rest of the key
+    second.refresh_from_db()
+    assert second.waiting_reason == ""
+    page = staff_client().get(PAGE).content.decode()
+    section = text_of(page[page.index("Oldest waiting executions"):page.index(
+        "Concurrency slots")])
+    expected = f"waiting for slot site:a (limit 1), held by run {holder.run_id}"
+    assert section.count(expected) == 2
+    execution_page = staff_client("other").get(f"/admin/runs/execution/{second.pk}/change/")
+    assert expected in execution_page.content.decode()

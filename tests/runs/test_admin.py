@@ -395,3 +395,18 @@ def test_audit_rows_link_to_their_object(root, launch):
     run = launch()
     page = root.get("/admin/runs/auditlog/").content.decode()
     assert f'<a href="/admin/runs/run/{run.pk}/change/">run {run.pk}</a>' in page
+
+
+def test_run_and_execution_pages_are_read_only_with_a_delete_for_finished_runs(root, launch):
+    run = launch()
+    execution = run.executions.get()
+    page = root.get(f"{RUNS}{run.pk}/change/").content.decode()
+    assert 'name="_save"' not in page and 'class="deletelink"' not in page  # still queued
+    assert root.post(f"{RUNS}{run.pk}/change/", {"_save": "Save"}).status_code == 403
+    run_cancel(run_id=run.pk, actor=SYSTEM)
+    page = root.get(f"{RUNS}{run.pk}/change/").content.decode()
+    assert 'name="_save"' not in page and f"{RUNS}{run.pk}/delete/" in page
+    execution_page = root.get(f"{EXECUTIONS}{execution.pk}/change/").content.decode()
+    assert 'name="_save"' not in execution_page
+    assert root.post(f"{EXECUTIONS}{execution.pk}/delete/", {"post": "yes"}).status_code == 403
+    assert Execution.objects.filter(pk=execution.pk).exists()
