@@ -136,6 +136,21 @@ def run_depth() -> dict[str, int]:
     return depth
 
 
+def seconds_text(seconds: float) -> str:
+    """An age or a wait to the second: "12 s", "3 min 5 s", "2 h 10 min", "3 d 4 h"."""
+    seconds = max(0, int(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds} s" if seconds else f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    days, hours = divmod(hours, 24)
+    return f"{days} d {hours} h" if hours else f"{days} d"
+
+
 def why_waiting(execution: Execution, *, now: datetime, alive: int, busy: int,
                 held_by: list[int] | None = None) -> str:
     """Why a pending or queued execution has not started, in words staff can act on.
@@ -153,8 +168,8 @@ def why_waiting(execution: Execution, *, now: datetime, alive: int, busy: int,
         reasons.append("the run waits for an approval")
     if execution.status == E.PENDING:
         if execution.not_before and execution.not_before > now:
-            seconds = int((execution.not_before - now).total_seconds())
-            reasons.append(f"retry backoff: may start in {seconds} s "
+            wait = seconds_text((execution.not_before - now).total_seconds())
+            reasons.append(f"retry backoff: may start in {wait} "
                            f"(at {execution.not_before:%H:%M:%S} UTC)")
         if execution.waiting_reason:
             reasons.append(execution.waiting_reason)
@@ -168,8 +183,8 @@ def why_waiting(execution: Execution, *, now: datetime, alive: int, busy: int,
                            f"and every {settings.SWITCHYARD_REAP_SECONDS:g} s) queues it")
     elif execution.status == E.QUEUED:
         since = execution.queued_at or execution.created_at
-        waited = int((now - since).total_seconds())
-        text = f"in the worker queue for {waited} s"
+        waited = (now - since).total_seconds()
+        text = f"in the worker queue for {seconds_text(waited)}"
         if alive and busy >= alive:
             text += f"; all {alive} workers are busy"
         if waited > settings.SWITCHYARD_REDELIVER_SECONDS:

@@ -179,6 +179,10 @@ FILTERED = [
     "/admin/runs/run/?visual_diff=-&o=-3",
     "/admin/runs/execution/?status__exact=running&stage=",
     "/admin/runs/event/?kind=run.queued",
+    "/admin/runs/event/?q=not-a-number",
+    "/admin/runs/execution/?q=not-a-number",
+    "/admin/hooks/webhookdelivery/?q=not-a-number&status__exact=failed",
+    "/admin/artifacts/artifact/?q=not-a-number",
     "/admin/runs/auditlog/?via=api&action=run.launch&object_type=run",
 ]
 
@@ -186,10 +190,11 @@ FILTERED = [
 @pytest.mark.parametrize("url", FILTERED)
 def test_filtered_and_searched_lists_cost_no_query_per_row(url, hello_task):
     client = staff_client()
-    for build in (_executions, _events, _audit_rows):
+    builders = (_executions, _events, _audit_rows, _deliveries, _artifacts)
+    for build in builders:
         build(hello_task, 4)
     with_n = queries_for(client, url)
-    for build in (_executions, _events, _audit_rows):
+    for build in builders:
         build(hello_task, 8)
     assert queries_for(client, url) == with_n
 
