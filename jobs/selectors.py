@@ -17,14 +17,13 @@ from django.utils import timezone
 
 from jobs.models import ReaperTick, WorkerProcess
 from runs.models import Execution, ExecutionStatus, Run, RunStatus
+from runs.transitions import SLOT_STATUSES
 
 E = ExecutionStatus
 
 # Execution statuses that are still work to do, in the order a page shows them.
 OPEN_EXECUTION_STATUSES = (E.PENDING, E.QUEUED, E.RUNNING, E.WAITING_APPROVAL)
 OPEN_RUN_STATUSES = (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.PAUSED, RunStatus.WAITING)
-# Statuses that hold a concurrency slot (runs.transitions.SLOT_STATUSES).
-SLOT_STATUSES = (E.QUEUED, E.RUNNING)
 
 # Workers that stopped or went silent within this window are still listed, as gone.
 GONE_WINDOW = timedelta(hours=1)
@@ -39,9 +38,9 @@ NEVER_REAPED_YEAR = 2000
 # and runs their task snapshot, none of which the page needs.
 _EXECUTION_COLUMNS = ("id", "name", "stage", "step", "status", "attempt", "worker", "not_before",
                       "concurrency_key", "concurrency_limit", "waiting_reason", "heartbeat_at",
-                      "cancel_requested_at", "created_at", "queued_at", "started_at", "run_id",
-                      "run__id", "run__status", "run__task_id", "run__project_id",
-                      "run__task__slug", "run__project__slug")
+                      "cancel_requested_at", "created_at", "queued_at", "started_at", "run",
+                      "run__status", "run__task", "run__project", "run__task__slug",
+                      "run__project__slug")
 
 
 def _executions():
@@ -211,7 +210,6 @@ def waiting_oldest(*, now: datetime, alive: int, busy: int, slots: list[SlotRow]
     for execution in rows:
         execution.why_waiting = why_waiting(execution, now=now, alive=alive, busy=busy,
                                             held_by=held.get(execution.concurrency_key, []))
-        execution.waited = now - execution.created_at
     return rows
 
 
