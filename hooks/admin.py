@@ -7,7 +7,7 @@ for a big table (runs.admin_lists)."""
 from __future__ import annotations
 
 from django.contrib import admin, messages
-from django.db.models import QuerySet
+from django.db.models import Count, QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
@@ -56,12 +56,22 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
             stored = WebhookEndpoint.objects.get(pk=obj.pk)
             webhook_endpoint_update(endpoint=stored, changes=changes, actor=admin_actor(request))
 
-    def get_deleted_objects(self, objs, request: HttpRequest):
-        deleted, counts, perms_needed, protected = super().get_deleted_objects(objs, request)
-        # The delivery log goes with its endpoint: deliveries are read-only on their own, which
-        # must not make their endpoint undeletable.
-        perms_needed.discard(WebhookDelivery._meta.verbose_name)
-        return deleted, counts, perms_needed, protected
+    def get_deleted_objects(self, objs, request: HttpRequest) -> tuple:
+        # The delivery log goes with its endpoint, as a count: Django would list every delivery
+        # (thousands for a busy endpoint) and refuse, deliveries being read-only on their own.
+        endpoints = list(objs)
+        counts = dict(WebhookDelivery.objects.filter(endpoint__in=endpoints).order_by()
+                      .values_list("endpoint_id").annotate(n=Count("id")))
+        deleted = []
+        for endpoint in endpoints:
+            n = counts.get(endpoint.pk, 0)
+            deleted += [format_html('Webhook endpoint: <a href="{}">{}</a>', reverse(
+                "admin:hooks_webhookendpoint_change", args=[endpoint.pk]), endpoint),
+                [f"{n} deliver{'y' if n == 1 else 'ies'} (its delivery log)"]]
+        totals = {"webhook endpoints": len(endpoints)}
+        if counts:
+            totals["webhook deliveries"] = sum(counts.values())
+        return deleted, totals, set(), []
 
     def delete_model(self, request: HttpRequest, obj: WebhookEndpoint) -> None:
         webhook_endpoint_delete(endpoint=obj, actor=admin_actor(request))

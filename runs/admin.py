@@ -18,7 +18,7 @@ import json
 
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
-from django.db.models import QuerySet
+from django.db.models import Count, QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, reverse
@@ -270,6 +270,37 @@ class RunAdmin(BigListAdmin):
 
     def delete_model(self, request: HttpRequest, obj: Run) -> None:
         run_delete(obj, actor=admin_actor(request))
+
+    def get_deleted_objects(self, objs, request: HttpRequest) -> tuple:
+        """The confirmation page lists a run's history as counts. Django would list every
+        event and log chunk of it, one line each (thousands for a long run), and refuse
+        because those admins are read-only; the history goes with its run (run_delete)."""
+        from artifacts.models import Artifact
+
+        runs = list(objs)
+        ids = [run.pk for run in runs]
+        parts = [
+            ("execution", Execution.objects.filter(run_id__in=ids), "run_id"),
+            ("attempt", Attempt.objects.filter(execution__run_id__in=ids), "execution__run_id"),
+            ("event", Event.objects.filter(run_id__in=ids), "run_id"),
+            ("log chunk", LogChunk.objects.filter(execution__run_id__in=ids),
+             "execution__run_id"),
+            ("artifact", Artifact.objects.filter(run_id__in=ids), "run_id"),
+        ]
+        per_run: dict[int, list[str]] = {pk: [] for pk in ids}
+        totals: dict[str, int] = {"runs": len(runs)}
+        for noun, qs, key in parts:
+            counted = dict(qs.order_by().values_list(key).annotate(n=Count("id")))
+            for pk, n in counted.items():
+                per_run[pk].append(f"{n} {noun}{'' if n == 1 else 's'}")
+            if counted:
+                totals[f"{noun}s"] = sum(counted.values())
+        deleted = []
+        for run in runs:
+            deleted += [format_html('Run: <a href="{}">{}</a>',
+                                    reverse("admin:runs_run_change", args=[run.pk]), run),
+                        per_run[run.pk]]
+        return deleted, totals, set(), []
 
     def has_add_permission(self, request, obj=None) -> bool:
         return False

@@ -52,7 +52,8 @@ def test_admin_delete_goes_through_the_service(staff_client, files_task, launch_
     assert f"Run #{keep.pk} not deleted: Run {keep.pk} is the baseline of its task" in html
     assert set(Run.objects.values_list("pk", flat=True)) == {keep.pk}
     assert not artifact_storage().exists(key)
-    assert AuditLog.objects.filter(action="run.delete", object_id=str(drop.pk)).exists()
+    audit = AuditLog.objects.get(action="run.delete", object_id=str(drop.pk))
+    assert (audit.via, audit.actor.username) == ("admin", "root")
     # No delete button on the baseline's own page.
     assert staff_client.get(f"/admin/runs/run/{keep.pk}/delete/").status_code == 403
 

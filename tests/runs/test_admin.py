@@ -272,6 +272,9 @@ def test_rerun_selected_runs_failed_only(root, project):
     assert new.rerun_mode == "failed"
     assert new.executions.filter(status="pending").count() == 2  # the two failed cells
     assert new.executions.filter(reused_from__isnull=False).count() == 5
+    [audit] = admin_audits("run.rerun")
+    assert (audit.object_id, audit.actor_label, audit.changes) == (
+        str(new.pk), "root", {"rerun_of": old.pk, "mode": "failed"})
 
 
 def _gates(project, count: int) -> list[Execution]:
@@ -410,3 +413,31 @@ def test_run_and_execution_pages_are_read_only_with_a_delete_for_finished_runs(r
     assert 'name="_save"' not in execution_page
     assert root.post(f"{EXECUTIONS}{execution.pk}/delete/", {"post": "yes"}).status_code == 403
     assert Execution.objects.filter(pk=execution.pk).exists()
+
+
+def test_a_finished_run_is_deleted_from_its_page_with_its_history_counted(root, launch):
+    from django.utils import timezone
+
+    from runs.models import LogChunk
+
+    run = launch()
+    execution = start(run)
+    LogChunk.objects.bulk_create([
+        LogChunk(execution=execution, attempt=1, seq=seq, stream="stdout", text="x\n",
+                 line_count=1, created_at=timezone.now()) for seq in range(1, 51)])
+    run_cancel(run_id=run.pk, actor=SYSTEM)  # asks the running execution to stop
+    from runs.transitions import execution_finish
+
+    execution_finish(execution_id=execution.pk, attempt_number=1, status="cancelled",
+                     exit_code=-15)
+    events = Event.objects.filter(run=run).count()
+    page = re.sub(r"\s+", " ", root.get(f"{RUNS}{run.pk}/delete/").content.decode())
+    assert "<li>1 execution</li> <li>1 attempt</li>" in page
+    assert f"<li>{events} events</li> <li>50 log chunks</li>" in page
+    assert "permission to delete" not in page
+    response = root.post(f"{RUNS}{run.pk}/delete/", {"post": "yes"})
+    assert response.status_code == 302
+    assert not Run.objects.filter(pk=run.pk).exists()
+    assert not LogChunk.objects.filter(execution_id=execution.pk).exists()
+    [audit] = admin_audits("run.delete")
+    assert audit.object_id == str(run.pk) and audit.actor_label == "root"
