@@ -149,6 +149,14 @@ class ProjectAdmin(ServiceRefusalsAdmin):
             return False
         return super().has_delete_permission(request, obj)
 
+    def get_deleted_objects(self, objs, request: HttpRequest) -> tuple:
+        from hooks.models import WebhookDelivery
+
+        deleted, counts, perms_needed, protected = super().get_deleted_objects(objs, request)
+        # Deliveries outlive pruned runs; read-only on their own, they go with their endpoint.
+        perms_needed.discard(WebhookDelivery._meta.verbose_name)
+        return deleted, counts, perms_needed, protected
+
     def delete_model(self, request: HttpRequest, obj: Project) -> None:
         audit_write(actor=admin_actor(request), action="project.delete", obj=obj,
                     now=timezone.now(), changes={"slug": obj.slug})

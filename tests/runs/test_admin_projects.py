@@ -320,6 +320,23 @@ def test_a_project_lists_its_members_read_only_and_links_onwards(root, project, 
     assert f"/admin/runs/membership/add/?project={project.pk}" in page
 
 
+def test_a_project_whose_runs_were_pruned_is_deleted_with_its_webhooks(root):
+    from django.utils import timezone
+
+    from hooks.models import WebhookDelivery, WebhookEndpoint
+
+    project = ProjectFactory(slug="old")
+    now = timezone.now()
+    endpoint = WebhookEndpoint.objects.create(project=project, url="http://127.0.0.1:9/",
+                                              secret_encrypted="x", created_at=now,
+                                              updated_at=now)
+    WebhookDelivery.objects.create(endpoint=endpoint, event_type="run.succeeded",
+                                   event_id="msg_1", payload={}, run=None, created_at=now)
+    assert root.post(f"{PROJECTS}{project.pk}/delete/", {"post": "yes"}).status_code == 302
+    assert not Project.objects.filter(pk=project.pk).exists()
+    assert not WebhookDelivery.objects.exists()
+
+
 def test_a_project_with_runs_has_no_delete_button(root, hello_task):
     run_launch(task=hello_task, raw_params={"name": "x"}, actor=SYSTEM)
     assert root.get(f"{PROJECTS}{hello_task.project_id}/delete/").status_code == 403
