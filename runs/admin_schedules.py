@@ -50,7 +50,7 @@ class ScheduleAdmin(admin.ModelAdmin):
     actions = ["enable", "disable"]
 
     def save_model(self, request: HttpRequest, obj: Schedule, form, change: bool) -> None:
-        from runs.admin import admin_actor
+        from runs.admin_actions import admin_actor
 
         data = {k: form.cleaned_data[k] for k in ("name", "cron", "timezone", "params",
                                                   "enabled")}
@@ -64,7 +64,7 @@ class ScheduleAdmin(admin.ModelAdmin):
         obj.next_run_at = saved.next_run_at
 
     def _toggle(self, request: HttpRequest, queryset: QuerySet[Schedule], on: bool) -> None:
-        from runs.admin import admin_actor
+        from runs.admin_actions import admin_actor
 
         for schedule in queryset.select_related("task"):
             schedule_update(schedule=schedule, data={"enabled": on}, actor=admin_actor(request))

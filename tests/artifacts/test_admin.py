@@ -32,7 +32,9 @@ def test_mark_a_baseline_from_the_run_list(staff_client, files_task, launch_file
                                            "_selected_action": [second.pk]})
     task.refresh_from_db()
     assert task.baseline_run_id == second.pk
-    assert AuditLog.objects.filter(action="task.baseline", via="admin").exists()
+    audit = AuditLog.objects.get(action="task.baseline", via="admin")
+    assert (audit.actor.username, audit.actor_label) == ("root", "root")
+    assert audit.changes == {"baseline_run": [None, second.pk]}
 
 
 def test_admin_delete_goes_through_the_service(staff_client, files_task, launch_files):
@@ -50,7 +52,8 @@ def test_admin_delete_goes_through_the_service(staff_client, files_task, launch_
     assert f"Run #{keep.pk} not deleted: Run {keep.pk} is the baseline of its task" in html
     assert set(Run.objects.values_list("pk", flat=True)) == {keep.pk}
     assert not artifact_storage().exists(key)
-    assert AuditLog.objects.filter(action="run.delete", object_id=str(drop.pk)).exists()
+    audit = AuditLog.objects.get(action="run.delete", object_id=str(drop.pk))
+    assert (audit.via, audit.actor.username) == ("admin", "root")
     # No delete button on the baseline's own page.
     assert staff_client.get(f"/admin/runs/run/{keep.pk}/delete/").status_code == 403
 

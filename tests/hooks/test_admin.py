@@ -106,3 +106,56 @@ def test_redelivering_to_a_disabled_endpoint_is_a_warning(root, created):
     response = _action(root, DELIVERIES, "redeliver", [delivery.pk])
     assert b"not redelivered" in response.content and b"enable it" in response.content
     assert WebhookDelivery.objects.count() == 1
+
+
+def test_staff_who_may_only_view_deliveries_cannot_redeliver(created):
+    from tests.admin_pages import staff_client
+
+    delivery = WebhookDelivery.objects.get()
+    viewer = staff_client("auditor", superuser=False, perms=("hooks.view_webhookdelivery",))
+    assert viewer.get(DELIVERIES).status_code == 200
+    assert "redeliver" not in viewer.get(DELIVERIES).content.decode()
+    viewer.post(DELIVERIES, {"action": "redeliver", "_selected_action": [delivery.pk]})
+    assert WebhookDelivery.objects.count() == 1
+
+
+def test_an_endpoint_page_links_to_its_deliveries(root, created):
+    endpoint, _secret = created
+    page = root.get(f"{ENDPOINTS}{endpoint.pk}/change/").content.decode()
+    assert f"{DELIVERIES}?endpoint__id__exact={endpoint.pk}" in page
+    listing = root.get(f"{DELIVERIES}?endpoint__id__exact={endpoint.pk}").content.decode()
+    assert "1 webhook delivery" in listing
+
+
+def test_enabling_from_the_admin_goes_through_the_service(root, created):
+    endpoint, _secret = created
+    WebhookEndpoint.objects.update(active=False)
+    response = _action(root, ENDPOINTS, "activate_endpoints", [endpoint.pk])
+    assert b"Enabled 1 webhook" in response.content
+    endpoint.refresh_from_db()
+    assert endpoint.active is True
+    audit = AuditLog.objects.get(action="webhook.update")
+    assert (audit.actor_label, audit.via, audit.changes) == ("root", "admin",
+                                                            {"active": [False, True]})
+
+
+def test_deleting_selected_endpoints_goes_through_the_service(root, created, project):
+    endpoint, _secret = created
+    other, _ = webhook_endpoint_create(project=project, url="http://127.0.0.1:9/other",
+                                       events=[], actor=Actor(via="api", label="alice"))
+    ids = [str(endpoint.pk), str(other.pk)]
+    confirm = root.post(ENDPOINTS, {"action": "delete_selected", "_selected_action": ids})
+    assert confirm.status_code == 200 and b"Are you sure" in confirm.content
+    response = root.post(ENDPOINTS, {"action": "delete_selected", "_selected_action": ids,
+                                     "post": "yes"})
+    assert response.status_code == 302
+    assert not WebhookEndpoint.objects.exists()
+    audits = AuditLog.objects.filter(action="webhook.delete", via="admin")
+    assert sorted(audits.values_list("object_id", flat=True)) == sorted(ids)
+
+
+def test_an_endpoint_delete_page_counts_its_deliveries(root, created):
+    endpoint, _secret = created
+    page = root.get(f"{ENDPOINTS}{endpoint.pk}/delete/").content.decode()
+    assert "1 delivery (its delivery log)" in page and "permission to delete" not in page
+    assert f"{DELIVERIES}{WebhookDelivery.objects.get().pk}/" not in page
