@@ -209,9 +209,18 @@ def executions_for_run(run: Run, *, now: datetime | None = None) -> list[Executi
                 alive = workers_alive_any()
             if run.status == RunStatus.PAUSED:
                 reason = "waiting: the run is paused"
-            elif execution.waiting_reason and execution.retry_at is None:
-                # A retry's stored reason is an absolute time; the page says "next try in".
+            elif execution.retry_at is not None:
+                pass  # the page counts down to the next try itself
+            elif execution.waiting_reason and not execution.waiting_reason.startswith("retry "):
+                # A busy slot or a parallelism ceiling (transitions.engine._admission_blocker);
+                # "retry ..." is the backoff's own text (engine._execution_retry).
                 reason = execution.waiting_reason
+            elif execution.status == ExecutionStatus.PENDING and execution.attempt \
+                    and execution.not_before:
+                # A retry that is due: its stored reason ("retry 2 of 3 at ...") names a time
+                # now past.
+                reason = (f"retry due: attempt {execution.attempt + 1} of "
+                          f"{execution.max_attempts} starts when a worker takes it")
             if not alive:
                 reason = (f"{reason}; " if reason else "") + "no worker alive: start one with " \
                     "manage.py qcluster"

@@ -35,3 +35,10 @@ def status_label(value: str) -> str:
     from runs.models import RunStatus
 
     return RunStatus(value).label if value in RunStatus.values else str(value)
+
+
+@register.simple_tag
+def run_table_columns(show_project: bool = False, hide_task: bool = False,
+                      compact: bool = False) -> int:
+    """How many columns a run table has (for its empty row's colspan)."""
+    return 4 + bool(show_project) + (not hide_task) + (0 if compact else 2)
