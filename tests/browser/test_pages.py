@@ -242,6 +242,7 @@ def test_launch_with_a_bad_parameter_shows_the_field_error_then_launches(pages, 
     expect(page.get_by_label("API key")).to_have_value("")  # ...except the secret
     assert "k-123-secret" not in page.content()
     assert not Run.objects.exists()
+    shot(page, "launch-form-errors", full_page=False)
     # The summary's link leads to the field.
     summary.get_by_role("link", name=re.compile("Repeat")).click()
     expect(page.get_by_label("Repeat")).to_be_focused()
@@ -503,3 +504,72 @@ def test_an_api_token_is_shown_once_works_and_can_be_revoked(pages, personas, li
     assert page.dialogs[-1].startswith("Revoke the token “CI deploy job”?")
     expect(row).to_contain_text("Revoked")
     assert httpx.get(api, headers={"Authorization": f"Bearer {token}"}).status_code == 401
+
+
+# --- contrast ------------------------------------------------------------------------------------
+
+# WCAG 2 contrast of every element's own text against the background it is drawn on (the
+# nearest ancestor with an opaque background colour): 4.5:1, or 3:1 for large text. Disabled
+# controls and decoration hidden from assistive technology are exempt, as WCAG exempts them.
+CONTRAST_JS = """
+() => {
+  function rgb(text) {
+    const m = text.match(/rgba?\\(([^)]+)\\)/);
+    if (!m) return null;
+    const p = m[1].split(',').map(Number);
+    return {r: p[0], g: p[1], b: p[2], a: p.length > 3 ? p[3] : 1};
+  }
+  function lum(c) {
+    const f = v => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); };
+    return 0.2126 * f(c.r) + 0.7152 * f(c.g) + 0.0722 * f(c.b);
+  }
+  function background(el) {
+    for (let node = el; node; node = node.parentElement) {
+      const c = rgb(getComputedStyle(node).backgroundColor);
+      if (c && c.a >= 0.99) return c;
+    }
+    return {r: 255, g: 255, b: 255, a: 1};
+  }
+  const failures = [];
+  for (const el of document.querySelectorAll('body *')) {
+    if (el.closest('svg') || el.closest('[disabled]') || el.disabled ||
+        el.closest('[aria-hidden="true"]')) continue;  // decoration is exempt too
+    const own = [...el.childNodes].some(n => n.nodeType === 3 && n.textContent.trim());
+    if (!own) continue;
+    const style = getComputedStyle(el);
+    const box = el.getBoundingClientRect();
+    if (style.visibility === 'hidden' || style.display === 'none' || box.width < 2 ||
+        box.height < 2) continue;
+    const fg = rgb(style.color), bg = background(el);
+    const a = fg.a;  // blend a translucent text colour onto its background
+    const mixed = {r: fg.r * a + bg.r * (1 - a), g: fg.g * a + bg.g * (1 - a),
+                   b: fg.b * a + bg.b * (1 - a)};
+    const l1 = lum(mixed), l2 = lum(bg);
+    const ratio = (Math.max(l1, l2) + 0.05) / (Math.min(l1, l2) + 0.05);
+    const size = parseFloat(style.fontSize), bold = parseInt(style.fontWeight) >= 700;
+    const large = size >= 24 || (bold && size >= 18.66);
+    if (ratio < (large ? 3 : 4.5)) {
+      failures.push(`${el.tagName.toLowerCase()}.${el.className} "${el.textContent.trim().slice(0, 40)}" ${ratio.toFixed(2)}`);
+    }
+  }
+  return failures;
+}
+"""
+
+
+def test_text_has_enough_contrast_on_every_page(pages, tasks, personas):
+    old = history(tasks, personas["alice"], count=12)
+    failed = next(r for r in old if Run.objects.get(pk=r.pk).status == RunStatus.FAILED)
+    run = launch(tasks["greet"], personas["bob"], name="Ada")
+    pipeline = launch(tasks["deploy"], personas["bob"])
+    page = pages.logged_in("alice")
+    page.goto("/p/demo/tasks/greet/launch")
+    page.get_by_role("button", name="Launch run").click()  # with errors on the form
+    expect(page.locator("#form-error")).to_be_visible()
+    failures = {"/p/demo/tasks/greet/launch (errors)": page.evaluate(CONTRAST_JS)}
+    for path in ("/", "/runs/", "/runs/?from=nope", "/p/demo/", f"/runs/{run.pk}/",
+                 f"/runs/{failed.pk}/", f"/runs/{pipeline.pk}/", "/p/demo/members/",
+                 "/account/", "/runs/999999/"):
+        page.goto(path)
+        failures[path] = page.evaluate(CONTRAST_JS)
+    assert not any(failures.values()), {p: f for p, f in failures.items() if f}
