@@ -370,14 +370,13 @@ def run_status_counts(user, filters: RunFilters) -> dict[str, int]:
 
 
 def run_tallies(user, *, now: datetime) -> dict[str, int]:
-    """The dashboard's figures over the user's projects, in one query: runs running, queued,
-    paused and waiting now, and runs that failed or timed out in the last 24 hours."""
+    """The dashboard's figures over the user's projects, in one query: runs running, queued
+    and waiting now, and runs that failed (or timed out) and succeeded in the last 24 hours."""
     since = now - timedelta(hours=24)
     qs = runs_filtered(user, RunFilters())
     return qs.aggregate(
         running=Count("id", filter=Q(status=RunStatus.RUNNING)),
         queued=Count("id", filter=Q(status=RunStatus.QUEUED)),
-        paused=Count("id", filter=Q(status=RunStatus.PAUSED)),
         waiting=Count("id", filter=Q(status=RunStatus.WAITING)),
         failed_24h=Count("id", filter=Q(status__in=[RunStatus.FAILED, RunStatus.TIMED_OUT],
                                         finished_at__gte=since)),

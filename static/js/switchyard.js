@@ -153,6 +153,10 @@
     // summary, whose links lead to each field.
     var summary = document.getElementById("form-error");
     if (summary) summary.focus();
+    // A chart wider than a phone scrolls sideways: open it on its newest runs, at the right.
+    document.querySelectorAll(".chart-scroll").forEach(function (box) {
+      box.scrollLeft = box.scrollWidth;
+    });
   });
 
   var timelineFollowing = false;

@@ -119,11 +119,13 @@ def pages(browser, live_server, settings) -> Iterator[Pages]:
 
 @pytest.fixture
 def shot(tmp_path):
-    """shot(page, name): a PNG of the page; into docs/screenshots with SWITCHYARD_SCREENSHOTS=1."""
-    into = SCREENSHOTS if os.environ.get("SWITCHYARD_SCREENSHOTS") == "1" else tmp_path
-    into.mkdir(parents=True, exist_ok=True)
+    """shot(page, name): a PNG of the page, into docs/screenshots with SWITCHYARD_SCREENSHOTS=1
+    (unless docs=False: a picture for reviewing a page, never for the docs)."""
+    to_docs = os.environ.get("SWITCHYARD_SCREENSHOTS") == "1"
 
-    def take(page, name: str, *, full_page: bool = True) -> Path:
+    def take(page, name: str, *, full_page: bool = True, docs: bool = True) -> Path:
+        into = SCREENSHOTS if to_docs and docs else tmp_path / "screenshots"
+        into.mkdir(parents=True, exist_ok=True)
         path = into / f"{name}.png"
         # No focus ring or caret from the last field filled in: the page as a reader sees it.
         page.evaluate("document.activeElement && document.activeElement.blur()")

@@ -196,13 +196,15 @@ def test_log_in_and_see_the_dashboard(pages, worker, tasks, personas, shot):
 
 def test_a_phone_sized_screen_gets_every_page_without_sideways_scrolling(pages, tasks, personas,
                                                                         shot):
+    history(tasks, personas["alice"], count=6)
     run = launch(tasks["greet"], personas["bob"], name="Ada")
-    page = pages.logged_in("bob", width=375, height=812)
+    page = pages.logged_in("alice", width=375, height=812)
     for path in ("/", "/runs/", "/p/demo/", f"/runs/{run.pk}/", "/p/demo/tasks/greet/launch",
                  "/p/demo/members/", "/account/"):
         page.goto(path)
         expect(page.locator("main")).to_be_visible()
         assert no_horizontal_scroll(page), f"{path} scrolls sideways on a phone"
+        shot(page, "phone" + path.replace("/", "-").rstrip("-"), docs=False)
     page.goto("/")
     shot(page, "dashboard-phone")
 
