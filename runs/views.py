@@ -1,11 +1,13 @@
-"""End-user pages: projects, the launch form and the run list, and the plumbing every page
-view shares (`page`, `actor_for`, bounded query parameters, durations).
+"""End-user pages: the dashboard, the project page, the launch form, the run list and the
+no-worker banner's poll; and the plumbing every page view shares (`page`, `after_post`,
+`actor_for`, the run tables' polling, bounded query parameters, durations).
 
 Views are thin: visibility and reads go through `runs.selectors`, launching through
 `runs.services.run_launch`. Domain errors become HTTP here: NotFound -> 404 (outsiders never learn
 that something exists), Forbidden -> 403, any other ApplicationError -> 400 with its message.
 A view renders the full page, or only a `partials/` fragment when htmx asks for it. The run page
-and its live poll are in `runs.run_views`; the POST views of its controls in `runs.control_views`.
+and its live poll are in `runs.run_views`; the POST views of its controls in `runs.control_views`;
+a project's members in `runs.member_views`; API tokens and the password in `runs.account_views`.
 """
 
 from __future__ import annotations

@@ -522,7 +522,10 @@ CONTRAST_JS = """
     return {r: p[0], g: p[1], b: p[2], a: p.length > 3 ? p[3] : 1};
   }
   function lum(c) {
-    const f = v => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); };
+    const f = v => {
+      v /= 255;
+      return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4);
+    };
     return 0.2126 * f(c.r) + 0.7152 * f(c.g) + 0.0722 * f(c.b);
   }
   function background(el) {
@@ -551,7 +554,8 @@ CONTRAST_JS = """
     const size = parseFloat(style.fontSize), bold = parseInt(style.fontWeight) >= 700;
     const large = size >= 24 || (bold && size >= 18.66);
     if (ratio < (large ? 3 : 4.5)) {
-      failures.push(`${el.tagName.toLowerCase()}.${el.className} "${el.textContent.trim().slice(0, 40)}" ${ratio.toFixed(2)}`);
+      const text = el.textContent.trim().slice(0, 40);
+      failures.push(`${el.tagName.toLowerCase()}.${el.className} "${text}" ${ratio.toFixed(2)}`);
     }
   }
   return failures;
