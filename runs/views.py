@@ -209,7 +209,10 @@ def home(request: HttpRequest) -> HttpResponse:
     runs, _ = selectors.runs_list(user, filters=filters, limit=RECENT_RUNS)
     context = rows_context(request, runs, show_project=True)
     if rows_requested(request):
-        return render(request, "runs/partials/run_rows.html", context)
+        # The figures above the table move with it.
+        tallies = selectors.run_tallies(user, now=context["now"])
+        return render(request, "runs/partials/run_rows.html",
+                      {**context, "tallies": tallies, "tiles_oob": True})
     own_role = Membership.objects.filter(project=OuterRef("pk"), user=user).values("role")[:1]
     projects = list(
         selectors.projects_for_user(user)

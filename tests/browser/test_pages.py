@@ -192,6 +192,7 @@ def test_log_in_and_see_the_dashboard(pages, worker, tasks, personas, shot):
     run_cancel(run_id=running.pk, actor=Actor(user=bob, via="ui", label="bob"))
     row = mine.get_by_role("row").filter(has=page.get_by_role("link", name=f"#{running.pk}"))
     expect(row.get_by_text("Cancelled")).to_be_visible()
+    expect(tiles.get_by_role("link", name="0 Running now")).to_be_visible()
 
 
 def test_a_phone_sized_screen_gets_every_page_without_sideways_scrolling(pages, tasks, personas,

@@ -129,6 +129,14 @@ def test_mine_shows_only_the_viewers_own_runs(client_for, hello_task, personas):
     assert rows.lstrip().startswith("<tbody") and f'href="/runs/{other.pk}/"' not in rows
 
 
+def test_the_rows_poll_refreshes_the_figures(client_for, hello_task, personas):
+    launch(hello_task, personas["bob"])
+    rows = client_for("carol").get("/", headers={**HX, "HX-Target": "run-rows"}).content
+    body = rows.decode()
+    assert re.search(r'<ul class="tiles" id="tiles"[^>]*hx-swap-oob="true"', body)
+    assert tile(body, "Queued") == 1
+
+
 def test_the_dashboard_of_an_outsider_shows_nothing_of_the_projects(client_for, hello_task,
                                                                     personas):
     run = launch(hello_task, personas["bob"])
@@ -163,7 +171,7 @@ def test_the_dashboard_query_count_does_not_grow(client_for, project, hello_task
     more(4)
     with django_assert_num_queries(9):
         assert client.get("/").status_code == 200
-    with django_assert_num_queries(3):  # the polled rows: session, user, runs
+    with django_assert_num_queries(4):  # the polled rows: session, user, runs, tallies
         client.get("/", headers={**HX, "HX-Target": "run-rows"})
 
 
