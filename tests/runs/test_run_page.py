@@ -172,3 +172,17 @@ def test_the_error_summary_links_each_problem_to_its_field(client_for, hello_tas
 def test_the_launch_page_shows_the_retry_policy(client_for, retrying):
     page = client_for("bob").get("/p/demo/tasks/flaky/launch").content.decode()
     assert "Up to 3 tries, waiting 4 min, 10 min between them" in page
+
+
+def test_an_execution_waiting_for_a_slot_says_who_holds_it(client_for, project, personas):
+    from jobs.dispatch import dispatch
+
+    task = TaskFactory(project=project, slug="site", params_schema=[
+        {"name": "site", "type": "string"}], concurrency_key="site:{{ site }}",
+        concurrency_limit=1)
+    first = launch(task, personas["bob"], site="a")
+    second = launch(task, personas["bob"], site="a")
+    dispatch()
+    page = client_for("carol").get(f"/runs/{second.pk}/").content.decode()
+    assert (f"Waiting for slot site:a (limit 1), held by run {first.pk}; no worker alive"
+            in html.unescape(page))
