@@ -22,11 +22,11 @@ from artifacts.responses import artifact_download, picture_response
 from artifacts.services import baseline_clear, baseline_set, run_compare
 from artifacts.storage import artifact_storage
 from runs import selectors
-from runs.control_views import _control_apply, _to_page, control
+from runs.control_views import _control_apply, control
 from runs.errors import Conflict
 from runs.models import Role, Run, Task
 from runs.services import run_delete
-from runs.views import actor_for, page
+from runs.views import actor_for, after_post, page
 
 PREVIEW_BYTES = 2 * 1024 * 1024
 CSV_ROWS = 1000
@@ -240,6 +240,6 @@ def run_delete_view(request: HttpRequest, run_id: int) -> HttpResponseBase:
         run_delete(run, actor=actor_for(request))
     except Conflict as exc:
         messages.error(request, exc.message)
-        return _to_page(request, reverse("run_detail", args=[run.pk]))
+        return after_post(request, reverse("run_detail", args=[run.pk]))
     messages.success(request, f"Run #{run_id} was deleted with its logs and artifacts.")
-    return _to_page(request, reverse("run_list") + f"?project={run.project.slug}")
+    return after_post(request, reverse("run_list") + f"?project={run.project.slug}")

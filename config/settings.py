@@ -89,6 +89,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "runs.context_processors.worker_banner",
             ],
         },
     }
@@ -243,6 +244,10 @@ SWITCHYARD_REDELIVER_SECONDS = env_float("SWITCHYARD_REDELIVER_SECONDS", 300.0, 
 # Worker registry: beat interval, and silence after which a worker counts as dead.
 SWITCHYARD_WORKER_BEAT_SECONDS = env_float("SWITCHYARD_WORKER_BEAT_SECONDS", 10.0, minimum=0.1)
 SWITCHYARD_WORKER_DEAD_SECONDS = env_float("SWITCHYARD_WORKER_DEAD_SECONDS", 45.0, minimum=1.0)
+# Pages ask "is any worker alive?" for the no-worker banner; the web process keeps the answer
+# this long (0: ask the database every time).
+SWITCHYARD_WORKER_STATUS_CACHE_SECONDS = env_float("SWITCHYARD_WORKER_STATUS_CACHE_SECONDS", 5.0,
+                                                   minimum=0.0)
 # Modules whose @switchyard_callable functions python tasks may run.
 SWITCHYARD_CALLABLE_MODULES = env_list("SWITCHYARD_CALLABLE_MODULES", ["jobs.builtin_callables"])
 # Run commands inside bubblewrap (read-only root, only the working directory writable, no

@@ -15,32 +15,16 @@ from functools import wraps
 from typing import Any
 
 from django.contrib import messages
-from django.http import HttpRequest, HttpResponseBase, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponseBase
 from django.urls import reverse
 from django.views.decorators.http import require_POST
-from django_htmx.http import HttpResponseClientRedirect
 
 from runs import selectors, services, transitions
 from runs.errors import Conflict, Forbidden
 from runs.forms import RERUN_MODES, approval_comment, control_reason, rerun_mode
 from runs.models import Role
 from runs.views import View, actor_for, page
-
-
-class HttpResponseSeeOther(HttpResponseRedirect):
-    """303: after a POST the browser GETs the run page, and a reload does not post again."""
-
-    status_code = 303
-
-
-def _to_page(request: HttpRequest, url: str, *, status: int = 200) -> HttpResponseBase:
-    # htmx would follow a plain redirect inside its request and swap the whole page into the
-    # form; HX-Redirect makes the browser load the page itself.
-    if request.htmx:
-        response = HttpResponseClientRedirect(url)
-        response.status_code = status
-        return response
-    return HttpResponseSeeOther(url)
+from runs.views import after_post as _to_page
 
 
 def control(view: View) -> View:

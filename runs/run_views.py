@@ -39,7 +39,7 @@ from runs.models import (
     RunStatus,
 )
 from runs.pipelines import APPROVAL_STEP, is_pipeline
-from runs.views import MAX_ID, bounded_int, duration_text, page
+from runs.views import MAX_ID, RELAUNCH_PARAM, bounded_int, duration_text, page
 
 # The run page shows the end of each execution's output; the whole log is a download away.
 LOG_TAIL_CHUNKS = 200
@@ -159,6 +159,11 @@ class ExecutionView:
     can_approve: bool = False  # an approval gate this viewer may decide
     # Executions a re-run took over from the old run: their result was not produced here.
     reused_from_run: int | None = None
+    retry_in: str = ""  # a failed attempt's next try: "4 min 10 s" from now
+
+    @property
+    def next_attempt(self) -> int:
+        return self.execution.attempt + 1
 
     @property
     def subheading(self) -> int:
@@ -231,6 +236,9 @@ def _execution_view(execution: Execution, log: LogTail, now: datetime, *, run: R
     )
     if view.gate and role is not None:
         view.can_approve = Role.rank(role) >= Role.rank(view.approval_role)
+    retry_at = getattr(execution, "retry_at", None)  # set by selectors.executions_for_run
+    if retry_at is not None:
+        view.retry_in = duration_text(retry_at - now) or "a moment"
     return view
 
 
@@ -414,8 +422,9 @@ class RunPage:
         if can_launch:
             # reverse() with the slugs already loaded: task.get_absolute_url() would query the
             # task's project again.
+            query = {**again, RELAUNCH_PARAM: str(run.pk)} if again else {}
             relaunch_url = reverse("task_launch", args=[run.project.slug, run.task.slug]) + (
-                f"?{urlencode(again)}" if again else ""
+                f"?{urlencode(query)}" if query else ""
             )
         pipeline = is_pipeline(run)
         progress = selectors.run_progress(run, self.executions) if pipeline else {}
@@ -435,8 +444,9 @@ class RunPage:
 
 
 def _run_page(request: HttpRequest, run: Run) -> RunPage:
-    return RunPage(run=run, executions=selectors.executions_for_run(run),
-                   role=selectors.role_of(request.user, run.project), now=timezone.now())
+    now = timezone.now()
+    return RunPage(run=run, executions=selectors.executions_for_run(run, now=now),
+                   role=selectors.role_of(request.user, run.project), now=now)
 
 
 def _poll_url(run: Run, events_after: int, cursors: dict[int, int]) -> str:
@@ -571,7 +581,8 @@ def _live_groups(views: list[ExecutionView], cursors: dict[int, int]) -> dict[st
 @require_GET
 @page
 def execution_log(request: HttpRequest, run_id: int, execution_id: int) -> StreamingHttpResponse:
-    """The whole output of an execution as plain text, streamed a page of chunks at a time."""
+    """The whole output of an execution as plain text, streamed a page of chunks at a time:
+    shown in the browser, or saved as a file with ?download=1."""
     run = selectors.run_get(request.user, run_id)
     execution = Execution.objects.filter(pk=execution_id, run=run).first()
     if execution is None:
@@ -591,5 +602,6 @@ def execution_log(request: HttpRequest, run_id: int, execution_id: int) -> Strea
 
     response = StreamingHttpResponse(lines(), content_type="text/plain; charset=utf-8")
     filename = f"run-{run.pk}-{execution.name}.log".replace('"', "")
-    response["Content-Disposition"] = f'inline; filename="{filename}"'
+    disposition = "attachment" if request.GET.get("download") == "1" else "inline"
+    response["Content-Disposition"] = f'{disposition}; filename="{filename}"'
     return response

@@ -14,11 +14,11 @@ from django.urls import reverse
 from django.views.decorators.http import require_http_methods
 
 from runs import selectors
-from runs.control_views import _to_page, control
+from runs.control_views import control
 from runs.errors import InvalidInput
 from runs.models import Role, Schedule
 from runs.schedules import schedule_create, schedule_delete, schedule_update
-from runs.views import actor_for, page
+from runs.views import actor_for, after_post, page
 
 COMMON_ZONES = ["UTC", "Europe/London", "Europe/Berlin", "Europe/Paris", "America/New_York",
                 "America/Chicago", "America/Los_Angeles", "Asia/Tokyo", "Asia/Kolkata",
@@ -44,6 +44,8 @@ def _page(request: HttpRequest, project, *, form: dict | None = None,
         "schedules": schedules,
         "tasks": tasks,
         "can_manage": role == Role.MAINTAINER,
+        "role": Role(role).label if role else "",
+        "tab": "schedules",
         "form": form or {"timezone": "UTC", "params": "{}"},
         "errors": by_field,
         "zones": COMMON_ZONES,
@@ -84,7 +86,7 @@ def project_schedules(request: HttpRequest, slug: str) -> HttpResponseBase:
         else:
             messages.success(request, f"Schedule {schedule.name!r} added; it first runs at "
                              f"{schedule.next_run_at:%Y-%m-%d %H:%M} UTC.")
-            return _to_page(request, reverse("project_schedules", args=[project.slug]))
+            return after_post(request, reverse("project_schedules", args=[project.slug]))
     return _page(request, project, form=form, errors=errors, status=422)
 
 
@@ -101,7 +103,7 @@ def schedule_toggle(request: HttpRequest, schedule_id: int) -> HttpResponseBase:
     on = not schedule.enabled
     schedule_update(schedule=schedule, data={"enabled": on}, actor=actor_for(request))
     messages.success(request, f"Schedule {schedule.name!r} {'enabled' if on else 'disabled'}.")
-    return _to_page(request, reverse("project_schedules", args=[schedule.task.project.slug]))
+    return after_post(request, reverse("project_schedules", args=[schedule.task.project.slug]))
 
 
 @control
@@ -110,4 +112,4 @@ def schedule_remove(request: HttpRequest, schedule_id: int) -> HttpResponseBase:
     slug = schedule.task.project.slug
     schedule_delete(schedule=schedule, actor=actor_for(request))
     messages.success(request, f"Schedule {schedule.name!r} deleted.")
-    return _to_page(request, reverse("project_schedules", args=[slug]))
+    return after_post(request, reverse("project_schedules", args=[slug]))

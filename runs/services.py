@@ -1,4 +1,4 @@
-"""Writes that are not status changes: launching runs, API tokens, memberships.
+"""Writes that are not status changes: launching and re-running runs, API tokens, passwords.
 
 Functions are keyword-only and named <entity>_<action>. Status changes are delegated to
 `runs.transitions`; nothing here assigns a status.
@@ -199,6 +199,15 @@ def api_token_revoke(*, token: ApiToken, actor: Actor) -> None:
         )
         if updated:
             audit_write(actor=actor, action="api_token.revoke", obj=token, now=now)
+
+
+def user_password_change(*, user, password: str, actor: Actor) -> None:
+    """Set a new password (already validated by the caller's form) and audit it; the old
+    password is never recorded, nor the new one."""
+    with transaction.atomic():
+        user.set_password(password)
+        user.save(update_fields=["password"])
+        audit_write(actor=actor, action="user.password_change", obj=user, now=timezone.now())
 
 
 def run_rerun(*, run: Run, mode: str, actor: Actor, now: datetime | None = None) -> Run:

@@ -1,9 +1,11 @@
-"""End-user page routes: `runs.views` (projects, launch, run list), `runs.run_views` (the run
-page and its live poll) and `runs.control_views` (the POST controls)."""
+"""End-user page routes: `runs.views` (dashboard, projects, launch, run list, the worker
+banner's poll), `runs.run_views` (the run page and its live poll), `runs.control_views` (the
+run controls), `runs.member_views` (a project's members) and `runs.account_views` (API tokens
+and password)."""
 
 from django.urls import path, register_converter
 
-from runs import control_views, run_views, views
+from runs import account_views, control_views, member_views, run_views, views
 
 
 class IdConverter:
@@ -24,7 +26,16 @@ register_converter(IdConverter, "id")
 urlpatterns = [
     path("", views.home, name="home"),
     path("p/<slug:slug>/", views.project_detail, name="project_detail"),
+    path("p/<slug:slug>/members/", member_views.project_members, name="project_members"),
+    path("p/<slug:slug>/members/add", member_views.member_add_view, name="member_add"),
+    path("p/<slug:slug>/members/role", member_views.member_role_view, name="member_role"),
+    path("p/<slug:slug>/members/remove", member_views.member_remove_view, name="member_remove"),
     path("p/<slug:slug>/tasks/<slug:task_slug>/launch", views.task_launch, name="task_launch"),
+    path("account/", account_views.account, name="account"),
+    path("account/tokens", account_views.token_create, name="token_create"),
+    path("account/tokens/<id:token_id>/revoke", account_views.token_revoke, name="token_revoke"),
+    path("account/password", account_views.password_change, name="password_change"),
+    path("status/worker-banner", views.worker_banner, name="worker_banner"),
     path("runs/", views.run_list, name="run_list"),
     path("runs/<id:run_id>/", run_views.run_detail, name="run_detail"),
     path("runs/<id:run_id>/live", run_views.run_live, name="run_live"),

