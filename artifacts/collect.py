@@ -23,10 +23,12 @@ import hashlib
 import mimetypes
 import os
 import stat
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from django.conf import settings
+from django.core.exceptions import SuspiciousFileOperation
 from django.core.files import File
 from django.db import transaction
 from django.db.models import Sum
@@ -87,6 +89,11 @@ def _candidates(workdir: Path, matches, excluded: set[str], deep: bool
             rel = filename if rel_root == "." else f"{rel_root}/{filename}".replace(os.sep, "/")
             if not matches(rel):
                 continue
+            problem = _name_problem(rel)
+            if problem:
+                notes.append(f"{rel.encode('utf-8', 'backslashreplace').decode()!r} is not "
+                             f"kept: {problem}")
+                continue
             if rel in excluded:
                 notes.append(f"{rel} is not kept: it is one of Switchyard's own input files, "
                              "which can hold secret parameters")
@@ -100,6 +107,19 @@ def _candidates(workdir: Path, matches, excluded: set[str], deep: bool
                 notes.append(f"{rel}/ is not searched: it is a symbolic link, and only "
                                  "files inside the working directory are kept")
     return found, notes
+
+
+def _name_problem(rel: str) -> str:
+    """Why a file name cannot be kept as it is (it could not be stored, linked or shown)."""
+    try:
+        rel.encode("utf-8")
+    except UnicodeEncodeError:
+        return "its name is not valid UTF-8"
+    if any(ord(c) < 32 or ord(c) == 127 for c in rel):
+        return "its name contains control characters (a newline, a tab...)"
+    if "\\" in rel:
+        return "its name contains a backslash"
+    return ""
 
 
 def _image_size(handle) -> tuple[int | None, int | None]:
@@ -141,7 +161,6 @@ def artifacts_collect(*, execution: Execution, attempt: int, workdir: Path, glob
     max_file = settings.SWITCHYARD_ARTIFACT_MAX_FILE_MB * MB
     max_run = settings.SWITCHYARD_ARTIFACT_MAX_RUN_MB * MB
     run_used = Artifact.objects.filter(run_id=run.pk).aggregate(s=Sum("size"))["s"] or 0
-    storage = artifact_storage()
     prefix = attempt_prefix(run.project_id, run.pk, execution.pk, attempt)
     now = timezone.now()
     stored: list[Artifact] = []
@@ -162,54 +181,98 @@ def artifacts_collect(*, execution: Execution, attempt: int, workdir: Path, glob
                                 "file, and only regular files inside the working directory "
                                 "are kept")
             continue
-        with os.fdopen(fd, "rb") as handle:
-            size = os.fstat(handle.fileno()).st_size
-            if size > max_file:
-                report.notes.append(
-                    f"{rel} is not kept: {size / MB:.1f} MB is over the per-file cap of "
-                    f"{settings.SWITCHYARD_ARTIFACT_MAX_FILE_MB} MB "
-                    "(SWITCHYARD_ARTIFACT_MAX_FILE_MB)")
-                continue
-            if run_used + size > max_run:
-                report.notes.append(
-                    f"{rel} is not kept: the run's artifacts would exceed the per-run cap of "
-                    f"{settings.SWITCHYARD_ARTIFACT_MAX_RUN_MB} MB "
-                    "(SWITCHYARD_ARTIFACT_MAX_RUN_MB)")
-                continue
-            digest = hashlib.sha256()
-            head = handle.read(8192)
-            digest.update(head)
-            for block in iter(lambda: handle.read(1024 * 1024), b""):  # noqa: B023
-                digest.update(block)
-            content_type = content_type_of(rel, head)
-            width = height = None
-            if content_type in INLINE_IMAGE_TYPES:
-                handle.seek(0)
-                width, height = _image_size(handle)
-            handle.seek(0)
-            key = storage.save(prefix + rel, File(handle, name=rel))
-        run_used += size
-        stored.append(Artifact(
-            run=run, execution=execution, attempt=attempt, name=rel, size=size,
-            sha256=digest.hexdigest(), content_type=content_type, width=width, height=height,
-            storage_key=key, created_at=now,
-        ))
+        try:
+            row = _store_one(fd, rel, prefix=prefix, max_file=max_file, max_run=max_run,
+                             run_used=run_used, notes=report.notes)
+        except (OSError, SuspiciousFileOperation, ValueError) as exc:
+            # One file that cannot be stored must not lose the others.
+            report.notes.append(f"{rel} is not kept: it could not be stored ({exc})")
+            continue
+        if row is None:
+            continue
+        run_used += row.size
+        row.run, row.execution, row.attempt, row.created_at = run, execution, attempt, now
+        stored.append(row)
     if stored:
-        report.kept = _record(execution.pk, attempt, stored)
-        if not report.kept:
-            report.fenced = True
+        try:
+            report.kept, over = _record(execution.pk, attempt, stored, max_run)
+        except Exception:
+            keys_delete([a.storage_key for a in stored])  # nothing recorded: nothing kept
+            raise
+        if report.kept is None:
+            report.fenced, report.kept = True, []
             keys_delete([a.storage_key for a in stored])
+        for artifact in over:
+            report.notes.append(
+                f"{artifact.name} is not kept: the run's artifacts would exceed the per-run cap "
+                f"of {settings.SWITCHYARD_ARTIFACT_MAX_RUN_MB} MB "
+                "(SWITCHYARD_ARTIFACT_MAX_RUN_MB)")
+        keys_delete([a.storage_key for a in over])
     if note:
         for message in report.notes:
             note(message)
     return report
 
 
-def _record(execution_id: int, attempt: int, rows: list[Artifact]) -> list[Artifact]:
+def _store_one(fd: int, rel: str, *, prefix: str, max_file: int, max_run: int, run_used: int,
+               notes: list[str]) -> Artifact | None:
+    """Copy the file once, at most the size it had when opened, hashing as it goes, and store
+    that copy: a file still growing cannot slip past the cap or store other bytes than the
+    hash describes."""
+    storage = artifact_storage()
+    with os.fdopen(fd, "rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        if size > max_file:
+            notes.append(f"{rel} is not kept: {size / MB:.1f} MB is over the per-file cap of "
+                         f"{settings.SWITCHYARD_ARTIFACT_MAX_FILE_MB} MB "
+                         "(SWITCHYARD_ARTIFACT_MAX_FILE_MB)")
+            return None
+        if run_used + size > max_run:
+            notes.append(f"{rel} is not kept: the run's artifacts would exceed the per-run cap "
+                         f"of {settings.SWITCHYARD_ARTIFACT_MAX_RUN_MB} MB "
+                         "(SWITCHYARD_ARTIFACT_MAX_RUN_MB)")
+            return None
+        digest = hashlib.sha256()
+        with tempfile.SpooledTemporaryFile(max_size=8 * MB) as copy:
+            left = size
+            while left > 0:
+                block = handle.read(min(MB, left))
+                if not block:
+                    break
+                digest.update(block)
+                copy.write(block)
+                left -= len(block)
+            size = size - left  # a file that shrank meanwhile: what was read
+            copy.seek(0)
+            head = copy.read(8192)
+            content_type = content_type_of(rel, head)
+            width = height = None
+            if content_type in INLINE_IMAGE_TYPES:
+                copy.seek(0)
+                width, height = _image_size(copy)
+            copy.seek(0)
+            key = storage.save(prefix + rel, File(copy, name=rel))
+    return Artifact(name=rel, size=size, sha256=digest.hexdigest(), content_type=content_type,
+                    width=width, height=height, storage_key=key)
+
+
+def _record(execution_id: int, attempt: int, rows: list[Artifact], max_run: int
+            ) -> tuple[list[Artifact] | None, list[Artifact]]:
+    """Insert the rows if the attempt is still current (None otherwise), checking the per-run
+    cap again under the run's lock: executions of one run collect in parallel. Returns the
+    rows kept and those over the cap."""
     from runs.transitions import _lock_execution
 
     with transaction.atomic():
-        _run, execution = _lock_execution(execution_id)
+        run, execution = _lock_execution(execution_id)
         if execution.attempt != attempt or execution.status != ExecutionStatus.RUNNING:
-            return []
-        return Artifact.objects.bulk_create(rows)
+            return None, []
+        used = Artifact.objects.filter(run_id=run.pk).aggregate(s=Sum("size"))["s"] or 0
+        keep, over = [], []
+        for row in rows:
+            if used + row.size > max_run:
+                over.append(row)
+            else:
+                used += row.size
+                keep.append(row)
+        return Artifact.objects.bulk_create(keep), over

@@ -2,7 +2,10 @@
 
 A glob is a relative POSIX path pattern. `*` and `?` match within one path segment, `[...]`
 a character class, and a whole segment `**` any number of directories (none included), so
-`**/*.png` matches `a.png` and `shots/desktop/a.png`. Matching is done on the relative path
+`**/*.png` matches `a.png` and `shots/desktop/a.png`. As in shell and .gitignore globbing, a
+wildcard never matches a leading dot: `**/*.json` does not keep `.docker/config.json`, which a
+tool writes after a login with a secret; only a glob naming the dot (`.report/*.json`) does.
+Matching is done on the relative path
 of each regular file found by walking the directory without following links: a pattern can
 never reach outside the working directory, because nothing outside it is ever listed.
 """
@@ -52,7 +55,8 @@ def globs_errors(globs: object) -> list[str]:
 
 
 def _segment(segment: str) -> str:
-    out, i = [], 0
+    # A segment starting with a wildcard does not match a name starting with a dot.
+    out, i = (["(?!\\.)"] if segment[:1] in ("*", "?", "[") else []), 0
     while i < len(segment):
         c = segment[i]
         if c == "*":
@@ -82,7 +86,8 @@ def _translate(pattern: str) -> str:
     for index, part in enumerate(parts):
         last = index == len(parts) - 1
         if part == "**":
-            out.append(".*" if last else "(?:[^/]+/)*")
+            # Any depth, through names that do not start with a dot.
+            out.append("[^/.][^/]*(?:/[^/.][^/]*)*" if last else "(?:[^/.][^/]*/)*")
         else:
             out.append(_segment(part) + ("" if last else "/"))
     return "".join(out)

@@ -70,6 +70,11 @@ def image_diff(observed: bytes, baseline: bytes, *, tolerance: int = 0,
     new = _load(observed, max_pixels, "observed")
     old = _load(baseline, max_pixels, "baseline")
     width, height = max(new.width, old.width), max(new.height, old.height)
+    if width * height > max_pixels:
+        # Each image may be under the cap while the canvas holding both is not (a tall one
+        # against a wide one): the canvas is what costs memory.
+        raise NotComparable(f"comparing them needs a {width}×{height} canvas, more than the "
+                            f"{max_pixels:,} pixels compared (SWITCHYARD_DIFF_MAX_PIXELS)")
     note = ""
     if new.size != old.size:
         note = (f"sizes differ: observed {new.width}×{new.height}, baseline "

@@ -102,9 +102,19 @@ def artifact_compare(artifact: Artifact, task: Task, index: dict[tuple, Artifact
 
 
 def run_visual_diff_refresh(run_id: int) -> str:
-    """Store the run's worst comparison level on the run (for list badges)."""
-    levels = Comparison.objects.filter(artifact__run_id=run_id).values_list("level", flat=True)
-    worst = DiffLevel.worst(set(levels))
+    """Store the run's worst comparison level on the run (for list badges), counting only the
+    latest attempt of each cell: a failed first try's image does not mark a run whose retry
+    matched the baseline."""
+    comparisons = (Comparison.objects.filter(artifact__run_id=run_id)
+                   .select_related("artifact__execution"))
+    latest: dict[tuple, tuple] = {}
+    for comparison in comparisons:
+        artifact = comparison.artifact
+        order = (artifact.execution.iteration, artifact.attempt, artifact.pk)
+        key = _cell_key(artifact)
+        if key not in latest or order > latest[key][0]:
+            latest[key] = (order, comparison.level)
+    worst = DiffLevel.worst({level for _order, level in latest.values()})
     Run.objects.filter(pk=run_id).exclude(visual_diff=worst).update(visual_diff=worst)
     return worst
 

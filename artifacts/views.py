@@ -30,6 +30,8 @@ from runs.views import actor_for, after_post, page
 
 PREVIEW_BYTES = 2 * 1024 * 1024
 CSV_ROWS = 1000
+CSV_COLUMNS = 100
+CSV_CELLS = 50_000
 TEXT_TYPES = ("application/json", "application/xml", "application/x-ndjson",
               "application/javascript", "application/x-yaml", "application/yaml",
               "application/toml", "application/x-sh")
@@ -115,6 +117,8 @@ def _preview(artifact: Artifact) -> dict:
                     "label": "JSON, formatted"}
         except ValueError as exc:
             note = f"This is not valid JSON ({exc}); shown as it is."
+        except RecursionError:
+            note = "This JSON is nested too deeply to format; shown as it is."
     if artifact.content_type == "text/csv" or name.endswith(".csv"):
         rows = []
         reader = csv.reader(io.StringIO(text))
@@ -128,10 +132,22 @@ def _preview(artifact: Artifact) -> dict:
         except csv.Error as exc:
             return {"kind": "text", "lines": text.splitlines(), "label": "text",
                     "note": f"This CSV could not be read as a table ({exc}); shown as text."}
-        width = max((len(r) for r in rows), default=0)
-        rows = [r + [""] * (width - len(r)) for r in rows]
-        return {"kind": "table", "header": rows[0] if rows else [], "rows": rows[1:],
-                "note": note}
+        # Bounded by columns and cells, never padded: one very wide row must not turn a small
+        # file into a huge page.
+        if any(len(r) > CSV_COLUMNS for r in rows):
+            note = (note + " " if note else "") + (
+                f"Showing the first {CSV_COLUMNS} columns; download the file for all of them.")
+            rows = [r[:CSV_COLUMNS] for r in rows]
+        cells, kept_rows = 0, []
+        for row in rows:
+            cells += len(row)
+            if cells > CSV_CELLS:
+                note = (note + " " if note else "") + (
+                    f"Showing the first {len(kept_rows)} rows; download the file for all.")
+                break
+            kept_rows.append(row)
+        return {"kind": "table", "header": kept_rows[0] if kept_rows else [],
+                "rows": kept_rows[1:], "note": note}
     return {"kind": "text", "lines": text.splitlines(), "note": note, "label": "text"}
 
 

@@ -5,9 +5,11 @@ machine answers with the same figures (no per-process counters to aggregate).
     switchyard_queue_depth{state}                        pending and queued executions
     switchyard_queue_oldest_waiting_seconds              age of the oldest pending/queued one
     switchyard_execution_duration_seconds{project,task}  finished executions (histogram)
-    switchyard_attempts_total{outcome}                   attempts by how they ended
+    switchyard_attempts_total{outcome}                   attempts that ended, by how
+    switchyard_attempts_running                          attempts not ended yet
     switchyard_workers_alive                             workers with a recent heartbeat
-    switchyard_webhook_deliveries_total{result}          deliveries by status
+    switchyard_webhook_deliveries_total{result}          deliveries that ended (succeeded, failed)
+    switchyard_webhook_deliveries_open{state}            deliveries pending or retrying
     switchyard_reaper_repairs_total{kind}                repairs since the installation began
     switchyard_runs{state}                               runs by state (gauge)
 
@@ -82,12 +84,20 @@ class SwitchyardCollector(Collector):
 
         yield self._durations()
 
-        attempts = CounterMetricFamily("switchyard_attempts", "Attempts by how they ended "
-                                       "(running: not ended yet).", labels=["outcome"])
+        # A counter only grows: attempts still running are a gauge of their own, not an
+        # "outcome" that shrinks as they end.
+        attempts = CounterMetricFamily("switchyard_attempts", "Attempts that ended, by how.",
+                                       labels=["outcome"])
+        running = 0
         for outcome, n in (Attempt.objects.order_by().values_list("outcome")
                            .annotate(n=Count("pk")).values_list("outcome", "n")):
-            attempts.add_metric([outcome or "running"], n)
+            if outcome:
+                attempts.add_metric([outcome], n)
+            else:
+                running += n
         yield attempts
+        yield GaugeMetricFamily("switchyard_attempts_running", "Attempts not ended yet.",
+                                value=running)
 
         from jobs.registry import workers_alive
 
@@ -100,10 +110,16 @@ class SwitchyardCollector(Collector):
         deliveries = dict(WebhookDelivery.objects.order_by().values_list("status")
                           .annotate(n=Count("pk")).values_list("status", "n"))
         hooks = CounterMetricFamily("switchyard_webhook_deliveries",
-                                    "Webhook deliveries by result.", labels=["result"])
+                                    "Webhook deliveries that ended, by result.",
+                                    labels=["result"])
+        pending = GaugeMetricFamily("switchyard_webhook_deliveries_open",
+                                    "Webhook deliveries not ended yet, by state.",
+                                    labels=["state"])
         for status in DeliveryStatus.values:
-            hooks.add_metric([status], deliveries.get(status, 0))
+            ended = status in (DeliveryStatus.SUCCEEDED, DeliveryStatus.FAILED)
+            (hooks if ended else pending).add_metric([status], deliveries.get(status, 0))
         yield hooks
+        yield pending
 
         from jobs.models import ReaperRepairCount
         from jobs.reaper import NOT_REPAIRS, ReapReport

@@ -72,6 +72,9 @@ def project_schedules(request: HttpRequest, slug: str) -> HttpResponseBase:
     except ValueError as exc:
         errors["params"] = [f"must be a JSON object such as {{\"name\": \"value\"}} ({exc})"]
         params = None
+    except RecursionError:
+        errors["params"] = ["is nested too deeply; give a flat JSON object of parameters"]
+        params = None
     if form["timezone"] and form["timezone"] not in available_timezones() \
             and form["timezone"] != "UTC":
         errors["timezone"] = [f"{form['timezone']!r} is not an IANA time zone such as "

@@ -16,6 +16,7 @@ SWITCHYARD_REAP_SECONDS, so a slot fires within about that long of its time. Gua
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -37,13 +38,36 @@ MAX_COUNTED = 10_000  # missed slots counted one by one up to this many
 FIELDS = ("name", "cron", "timezone", "params", "enabled")
 
 
+# Plain cron only: numbers, ranges, steps, lists, and month/day names. croniter also accepts
+# random ("R"), "L", "W", "#" and "?" forms, which would make every evaluation differ.
+_FIELD = re.compile(r"^(\*|[0-9]+(-[0-9]+)?)(/[0-9]+)?(,(\*|[0-9]+(-[0-9]+)?)(/[0-9]+)?)*$")
+_NAMED = re.compile(r"^[A-Za-z0-9*,/-]+$")
+_NAMES = re.compile(r"[A-Za-z]+")
+MONTHS = {"jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"}
+DAYS = {"sun", "mon", "tue", "wed", "thu", "fri", "sat"}
+
+
 def cron_error(expression: str) -> str | None:
     """Why the expression is not a five-field cron expression we accept, or None."""
     if not isinstance(expression, str) or len(expression.split()) != 5:
         return ("must have five fields: minute hour day-of-month month day-of-week, "
                 "e.g. '0 3 * * 1-5'")
+    if len(expression) > 100:
+        return "must be at most 100 characters"
+    fields = expression.split()
+    for index, field in enumerate(fields):
+        names = MONTHS if index == 3 else DAYS if index == 4 else set()
+        if names and _NAMED.match(field):
+            words = {w.lower() for w in _NAMES.findall(field)}
+            if words <= names and _FIELD.match(_NAMES.sub("0", field)):
+                continue
+        if not _FIELD.match(field):
+            return (f"field {index + 1} ({field!r}) is not plain cron: use numbers, '*', "
+                    "ranges (1-5), steps (*/15) and lists (1,3,5)")
     try:
-        croniter(expression, timezone.now())
+        # Building it checks the ranges; one step checks that the expression ever fires
+        # (31 February never comes).
+        croniter(expression, timezone.now()).get_next(datetime)
     except (CroniterBadCronError, CroniterBadDateError, ValueError, KeyError) as exc:
         return f"is not a valid cron expression ({exc})"
     return None
@@ -58,11 +82,33 @@ def _zone(name: str) -> ZoneInfo:
         ) from None
 
 
+def _hour_fixed(schedule: Schedule) -> bool:
+    return not schedule.cron.split()[1].startswith("*")
+
+
+def _repeated_wall_time(slot: datetime, zone: ZoneInfo) -> bool:
+    """Is this slot the second occurrence of a local time (the hour repeated when clocks go
+    back)? Then a daily 01:30 would fire twice, an hour apart."""
+    local = slot.astimezone(zone).replace(tzinfo=None)
+    return (slot - timedelta(hours=1)).astimezone(zone).replace(tzinfo=None) == local
+
+
+def _slots(schedule: Schedule, after: datetime):
+    """Slots strictly after `after`, as aware UTC datetimes. Like cron, a schedule with fixed
+    hours fires once when clocks go back; one with every hour fires in both hours."""
+    zone = ZoneInfo(schedule.timezone)
+    itr = croniter(schedule.cron, after.astimezone(zone))
+    fixed = _hour_fixed(schedule)
+    while True:
+        slot = itr.get_next(datetime).astimezone(ZoneInfo("UTC"))
+        if fixed and _repeated_wall_time(slot, zone):
+            continue
+        yield slot
+
+
 def next_slot(schedule: Schedule, after: datetime) -> datetime:
     """The first slot strictly after `after`, as an aware UTC datetime."""
-    zone = ZoneInfo(schedule.timezone)
-    return croniter(schedule.cron, after.astimezone(zone)).get_next(datetime).astimezone(
-        ZoneInfo("UTC"))
+    return next(_slots(schedule, after))
 
 
 def schedule_validate(task: Task, data: dict[str, Any]) -> dict[str, Any]:
@@ -157,15 +203,13 @@ class FireReport:
 
 def _slots_between(schedule: Schedule, start: datetime, end: datetime) -> tuple[list, int]:
     """Slots from `start` (inclusive) to `end` (inclusive): the last one, and how many."""
-    zone = ZoneInfo(schedule.timezone)
-    itr = croniter(schedule.cron, (start - timedelta(seconds=1)).astimezone(zone))
     count, last = 0, None
-    while count < MAX_COUNTED:
-        slot = itr.get_next(datetime).astimezone(ZoneInfo("UTC"))
-        if slot > end:
+    for slot in _slots(schedule, start - timedelta(seconds=1)):
+        if slot > end or count >= MAX_COUNTED:
             break
         count, last = count + 1, slot
-    if count == MAX_COUNTED:  # down for very long: the latest slot, found directly
+    if count >= MAX_COUNTED:  # down for very long: the latest slot, found directly
+        zone = ZoneInfo(schedule.timezone)
         last = croniter(schedule.cron, (end + timedelta(seconds=1)).astimezone(zone)).get_prev(
             datetime).astimezone(ZoneInfo("UTC"))
     return [last] if last else [], count

@@ -78,10 +78,15 @@ def sandbox_argv(argv: list[str], ctx: ExecutionContext, spec: dict) -> list[str
     # No tmpfs over /tmp: the interpreter or tools may live under /tmp (a CI checkout, say) and
     # must stay visible. /tmp is read-only like the rest; TMPDIR points at the working dir.
     # Empty tmpfs over the other attempts' working directories (their params.json holds
-    # decrypted secrets) and over var/ (the secret key), then this attempt's own directory.
+    # decrypted secrets), over var/ (the secret key) and over the artifacts, then this
+    # attempt's own directory.
     # Outer directories first: a tmpfs mounted later over a parent would hide an inner one.
-    covered = sorted({str(settings.SWITCHYARD_WORK_ROOT), str(settings.VAR_DIR)},
-                     key=lambda p: p.count("/"))
+    # The artifact directory too when artifacts are on the file system: it holds every
+    # project's kept files, response bodies included, and is often outside var/.
+    paths = {str(settings.SWITCHYARD_WORK_ROOT), str(settings.VAR_DIR)}
+    if settings.ARTIFACTS_STORAGE_KIND == "filesystem" and os.path.isdir(settings.ARTIFACTS_ROOT):
+        paths.add(str(settings.ARTIFACTS_ROOT))  # (bwrap cannot mount over a missing path)
+    covered = sorted(paths, key=lambda p: p.count("/"))
     hidden = [arg for path in covered for arg in ("--tmpfs", path)]
     read_only = [arg for path in covered for arg in ("--remount-ro", path)]
     wrapped = [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", *hidden,

@@ -63,12 +63,12 @@ def http_execute(ctx: ExecutionContext) -> Outcome:
     # The whole body is kept as an artifact (response.<ext>), up to the per-file artifact cap;
     # the result holds only its first BODY_KEEP bytes.
     keep_max = settings.SWITCHYARD_ARTIFACT_MAX_FILE_MB * 1024 * 1024
-    body_file = None
+    kept = bytearray()
+    body_path = None
     try:
         with httpx.Client(timeout=min(timeout, 30), follow_redirects=False) as client, \
                 client.stream(method, url, headers=headers, content=body) as response:
-            body_file = (ctx.workdir / _response_name(response.headers.get("content-type", ""))
-                         ).open("wb")
+            body_path = ctx.workdir / _response_name(response.headers.get("content-type", ""))
             # A server that trickles bytes would never trip httpx's per-read timeout: the
             # whole exchange gets one deadline, and a stop request ends it too.
             for chunk in response.iter_bytes():
@@ -81,7 +81,7 @@ def http_execute(ctx: ExecutionContext) -> Outcome:
                 if size < BODY_KEEP:
                     chunks.append(chunk[: BODY_KEEP - size])
                 if size < keep_max:
-                    body_file.write(chunk[: keep_max - size])
+                    kept += chunk[: keep_max - size]
                 size += len(chunk)
     except httpx.TimeoutException:
         ctx.log.system(f"timed out after {timeout} s")
@@ -93,8 +93,13 @@ def http_execute(ctx: ExecutionContext) -> Outcome:
         return Outcome(status=ExecutionStatus.FAILED, outcome="unreachable",
                        error=error_truncate(message))
     finally:
-        if body_file is not None:
-            body_file.close()
+        if body_path is not None and kept:
+            # Masked like the result and the log: an API that echoes a credential must not
+            # hand it to every viewer of the run through the kept file.
+            body = bytes(kept)
+            for secret in ctx.secret_values:
+                body = body.replace(secret.encode(), b"********")
+            body_path.write_bytes(body)
     text = b"".join(chunks).decode(response.encoding or "utf-8", errors="replace")
     ctx.log.add_lines("stdout", text.splitlines())
     ctx.log.flush()
