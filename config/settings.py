@@ -239,8 +239,10 @@ SWITCHYARD_DEFAULT_TIMEOUT = env_int("SWITCHYARD_DEFAULT_TIMEOUT", 3600, minimum
 SWITCHYARD_HEARTBEAT_SECONDS = env_float("SWITCHYARD_HEARTBEAT_SECONDS", 5.0, minimum=0.1)
 # A running execution whose heartbeat is older than this lost its worker (reaper).
 SWITCHYARD_LEASE_SECONDS = env_float("SWITCHYARD_LEASE_SECONDS", 60.0, minimum=1.0)
-# A queued execution no worker claimed within this many seconds is handed to the queue again.
-SWITCHYARD_REDELIVER_SECONDS = env_float("SWITCHYARD_REDELIVER_SECONDS", 300.0, minimum=1.0)
+# A queued execution no worker claimed within this many seconds is handed to the queue again:
+# how long work that a dead machine had taken from the queue (but not started) waits. A
+# duplicate message is harmless (the claim is compare-and-set).
+SWITCHYARD_REDELIVER_SECONDS = env_float("SWITCHYARD_REDELIVER_SECONDS", 60.0, minimum=1.0)
 # Worker registry: beat interval, and silence after which a worker counts as dead.
 SWITCHYARD_WORKER_BEAT_SECONDS = env_float("SWITCHYARD_WORKER_BEAT_SECONDS", 10.0, minimum=0.1)
 SWITCHYARD_WORKER_DEAD_SECONDS = env_float("SWITCHYARD_WORKER_DEAD_SECONDS", 45.0, minimum=1.0)

@@ -52,7 +52,7 @@ class Machine:
                 SWITCHYARD_HEARTBEAT_SECONDS="0.3", SWITCHYARD_STOP_CHECK_SECONDS="0.1",
                 SWITCHYARD_LEASE_SECONDS="3", SWITCHYARD_REAP_SECONDS="1",
                 SWITCHYARD_KILL_GRACE="1", SWITCHYARD_Q_POLL="0.05",
-                SWITCHYARD_DB_IDLE_TX_TIMEOUT_MS="4000"),
+                SWITCHYARD_DB_IDLE_TX_TIMEOUT_MS="4000", SWITCHYARD_REDELIVER_SECONDS="5"),
             stdout=self.log, stderr=subprocess.STDOUT)
 
     def signal(self, sig: int) -> None:
