@@ -299,6 +299,22 @@ def keyset_page(qs: QuerySet, *, cursor: str | None, limit: int) -> tuple[list, 
     return rows[:limit], next_cursor
 
 
+def _utc(value):
+    """A datetime the database accepts: in UTC. Python allows offsets up to ±23:59, PostgreSQL
+    only up to ±15:59, so `2026-01-01T00:00+16:30` would otherwise be a 500. Naive is UTC."""
+    from datetime import UTC, datetime
+
+    if not isinstance(value, datetime):
+        return value
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # year 1 at -23:59, say: before anything stored
+        return datetime.min.replace(tzinfo=UTC) if value.year < 2 else datetime.max.replace(
+            tzinfo=UTC)
+
+
 @dataclass
 class RunFilters:
     project: str | None = None
@@ -338,9 +354,9 @@ def runs_filtered(user, filters: RunFilters, *, ignore_status: bool = False) -> 
     if filters.created_by:
         qs = qs.filter(created_by__username=filters.created_by)
     if filters.created_after:
-        qs = qs.filter(created_at__gte=filters.created_after)
+        qs = qs.filter(created_at__gte=_utc(filters.created_after))
     if filters.created_before:
-        qs = qs.filter(created_at__lt=filters.created_before)
+        qs = qs.filter(created_at__lt=_utc(filters.created_before))
     if filters.run_id is not None:
         qs = qs.filter(pk=filters.run_id)
     if filters.text:

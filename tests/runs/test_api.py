@@ -236,3 +236,14 @@ def test_projects_list_has_no_query_per_project(api_for, personas, django_assert
         body = client.get("/api/projects").json()["items"]
     assert {p["slug"]: p["role"] for p in body}["demo"] == "operator"
     assert len(body) == 6
+
+
+def test_a_date_filter_with_any_offset_is_answered(api_for, hello_task, personas):
+    # Python accepts offsets up to ±23:59, PostgreSQL up to ±15:59: found by the fuzzer.
+    api = api_for("carol")
+    for value in ("0321-04-20T06:15:35+16:32", "2026-01-01T00:00:00-23:59",
+                  "0001-01-01T00:00:00+23:59", "9999-12-31T23:59:59-23:59"):
+        response = api.get("/api/runs", data={"created_after": value})
+        assert response.status_code == 200, (value, response.content)
+        response = api.get("/api/runs", data={"created_before": value})
+        assert response.status_code == 200, (value, response.content)

@@ -645,7 +645,7 @@ def test_run_detail_query_count_is_fixed(client_for, hello_task, personas,
         add_log(execution_id, seq, f"line {seq}")
     for n in range(10):
         event_append(run.pk, "note", f"more {n}", now=timezone.now())
-    with django_assert_num_queries(11):
+    with django_assert_num_queries(12):
         assert client.get(f"/runs/{run.pk}/").status_code == 200
     with django_assert_num_queries(9):
         client.get(f"/runs/{run.pk}/live?events_after=0&log={execution_id}:0", headers=hx())
