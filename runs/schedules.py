@@ -28,7 +28,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from runs.errors import ApplicationError, InvalidInput, NotFound
-from runs.models import Schedule, Task, Trigger
+from runs.models import Role, Schedule, Task, Trigger
 from runs.params import params_validate, secret_names
 from runs.transitions import Actor, audit_write
 
@@ -175,6 +175,12 @@ def schedule_update(*, schedule: Schedule, data: dict[str, Any], actor: Actor,
                if getattr(schedule, k) != merged[k]}
     for key in FIELDS:
         setattr(schedule, key, merged[key])
+    editor = actor.user if getattr(actor.user, "pk", None) else None
+    if editor is not None and editor.pk != schedule.created_by_id:
+        # Whoever changes a schedule answers for the runs it launches from now on.
+        changes["owner"] = [schedule.created_by.get_username() if schedule.created_by
+                            else None, editor.get_username()]
+        schedule.created_by = editor
     if {"cron", "timezone", "enabled"} & set(changes):
         # From now on: enabling a schedule never fires the slots it spent disabled.
         schedule.next_run_at = next_slot(schedule, now)
@@ -192,6 +198,24 @@ def schedule_delete(*, schedule: Schedule, actor: Actor, now: datetime | None = 
                     project_id=schedule.task.project_id,
                     changes={"name": schedule.name, "cron": schedule.cron})
         schedule.delete()
+
+
+def _owner_problem(schedule: Schedule) -> str:
+    """Why the schedule's owner may no longer launch its task ('' when they may). A schedule
+    launches as the person who last set it up; losing the project, or the account, stops it
+    from launching in their name until a maintainer edits it (and so takes it over)."""
+    from runs.selectors import has_role
+
+    owner = schedule.created_by
+    if owner is None:
+        return ""  # made by the system or an owner since deleted: launches as Switchyard
+    if not owner.is_active:
+        return (f"its owner {owner.get_username()!r} is deactivated; a maintainer must edit "
+                "the schedule to take it over")
+    if not has_role(owner, schedule.task.project, Role.OPERATOR):
+        return (f"its owner {owner.get_username()!r} may no longer launch runs in this "
+                "project; a maintainer must edit the schedule to take it over")
+    return ""
 
 
 @dataclass
@@ -227,7 +251,7 @@ def schedules_fire(*, now: datetime | None = None) -> FireReport:
     for schedule_id in due:
         with transaction.atomic():
             schedule = (Schedule.objects.select_for_update(skip_locked=True, of=("self",))
-                        .select_related("task", "created_by")
+                        .select_related("task", "task__project", "created_by")
                         .filter(pk=schedule_id, enabled=True, next_run_at__lte=now).first())
             if schedule is None:
                 continue  # another worker is firing it, or it moved on meanwhile
@@ -243,6 +267,13 @@ def schedules_fire(*, now: datetime | None = None) -> FireReport:
                              f"from {schedule.next_run_at:%Y-%m-%d %H:%M} UTC: no worker ticked "
                              "in time (missed slots are not replayed)")
                 report.skipped += skipped
+            owner_problem = _owner_problem(schedule)
+            if slot is not None and owner_problem:
+                notes.append(f"the {slot:%Y-%m-%d %H:%M} UTC slot was not launched: "
+                             f"{owner_problem}")
+                report.refused += 1
+                schedule.last_slot_at = slot
+                slot = None
             if slot is not None:
                 key = f"schedule:{schedule.pk}:{slot:%Y-%m-%dT%H:%MZ}"
                 actor = Actor(user=schedule.created_by, via="system",

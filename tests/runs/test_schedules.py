@@ -256,3 +256,24 @@ def test_the_schedules_page_by_role(personas, hello_task):
     assert bob.post(f"/schedules/{schedule.pk}/delete").status_code == 403
     assert alice.post(f"/schedules/{schedule.pk}/delete").status_code == 303
     assert not Schedule.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_schedule_stops_launching_for_an_owner_who_left_until_a_maintainer_takes_over(
+        every_five, personas, project):
+    from runs.models import Membership
+
+    Membership.objects.filter(project=project, user=personas["alice"]).delete()
+    report = schedules_fire(now=datetime(2026, 6, 1, 10, 5, 10, tzinfo=UTC))
+    assert (report.fired, report.refused) == (0, 1)
+    every_five.refresh_from_db()
+    assert "its owner 'alice' may no longer launch runs in this project" in every_five.last_note
+    maintainer = personas["alice"].__class__.objects.create(username="dora")
+    Membership.objects.create(project=project, user=maintainer, role="maintainer")
+    with time_machine.travel(datetime(2026, 6, 1, 10, 6, tzinfo=UTC), tick=False):
+        schedule_update(schedule=every_five, data={"name": "every five"},
+                        actor=Actor(user=maintainer, via="api", label="dora"))
+    every_five.refresh_from_db()
+    assert every_five.created_by == maintainer
+    assert schedules_fire(now=datetime(2026, 6, 1, 10, 10, 5, tzinfo=UTC)).fired == 1
+    assert Run.objects.get().created_by == maintainer
