@@ -5,21 +5,11 @@ from __future__ import annotations
 from django.contrib import admin
 
 from jobs.models import ReaperTick, WorkerProcess
-
-
-class ReadOnly(admin.ModelAdmin):
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
+from runs.admin import ReadOnlyAdmin  # written by workers; staff only read it
 
 
 @admin.register(WorkerProcess)
-class WorkerProcessAdmin(ReadOnly):
+class WorkerProcessAdmin(ReadOnlyAdmin):
     list_display = ["name", "host", "pid", "started_at", "last_seen_at", "draining",
                     "stopped_at"]
     list_filter = ["draining", "host"]
@@ -27,5 +17,5 @@ class WorkerProcessAdmin(ReadOnly):
 
 
 @admin.register(ReaperTick)
-class ReaperTickAdmin(ReadOnly):
+class ReaperTickAdmin(ReadOnlyAdmin):
     list_display = ["id", "last_run_at"]

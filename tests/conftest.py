@@ -119,6 +119,18 @@ class ApiClient:
 
 
 @pytest.fixture
+def client_for(personas):
+    """client_for("carol"): a test Client logged in as that persona (Client kwargs pass on)."""
+
+    def make(name: str, **kwargs) -> Client:
+        client = Client(**kwargs)
+        client.force_login(personas[name])
+        return client
+
+    return make
+
+
+@pytest.fixture
 def api_for(personas):
     def make(name: str | None) -> ApiClient:
         if name is None:
@@ -146,3 +158,58 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     env["ARTIFACTS_ROOT"] = str(django_settings.ARTIFACTS_ROOT)
     env.update(extra)
     return env
+
+
+class QCluster:
+    """`manage.py qcluster` in a child process on this test's database, with fast test
+    timings. `session=True` puts it in its own session so that `signal()` reaches the whole
+    tree (sentinel, workers, their commands), as if a machine died or froze."""
+
+    def __init__(self, tmp_path: Path, name: str, *, workers: int = 2, session: bool = False,
+                 **env: str) -> None:
+        import subprocess
+        import sys
+
+        self.name = name
+        self.session = session
+        self.log_path = tmp_path / f"{name}.log"
+        self.log = open(self.log_path, "w")  # noqa: SIM115  closed in stop()
+        self.proc = subprocess.Popen(  # noqa: S603
+            [sys.executable, "manage.py", "qcluster"], cwd=django_settings.BASE_DIR,
+            start_new_session=session,
+            env=subprocess_env(**{
+                "SWITCHYARD_WORK_ROOT": str(tmp_path / "work"),
+                "SWITCHYARD_WORKERS": str(workers),
+                "SWITCHYARD_HEARTBEAT_SECONDS": "0.3",
+                "SWITCHYARD_STOP_CHECK_SECONDS": "0.1",
+                "SWITCHYARD_KILL_GRACE": "1",
+                "SWITCHYARD_Q_POLL": "0.05",
+                "SWITCHYARD_WORKER_ID": name,
+                **env,
+            }),
+            stdout=self.log, stderr=subprocess.STDOUT)
+
+    def signal(self, sig: int) -> None:
+        """Signal the whole process tree (needs session=True)."""
+        os.killpg(self.proc.pid, sig)
+
+    def stop(self) -> None:
+        """SIGTERM and wait (it drains); SIGKILL if it does not exit in 30 s."""
+        import contextlib
+        import signal
+        import subprocess
+
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                if self.session:
+                    self.signal(signal.SIGCONT)  # a frozen tree cannot drain
+                self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.session:
+            with contextlib.suppress(ProcessLookupError):  # nothing of the tree outlives it
+                self.signal(signal.SIGKILL)
+        self.log.close()

@@ -12,16 +12,13 @@ the docs are made:
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from django.conf import settings as django_settings
 
-from tests.conftest import PASSWORD, subprocess_env, wait_for
+from tests.conftest import PASSWORD, QCluster, wait_for
 
 ROOT = Path(django_settings.BASE_DIR)
 CHROMIUM = os.environ.get("SWITCHYARD_CHROMIUM", "/usr/bin/chromium")
@@ -137,46 +134,12 @@ def shot(tmp_path):
     return take
 
 
-class Worker:
-    """`manage.py qcluster` in a child process, pointed at the test database."""
-
-    def __init__(self, tmp_path: Path) -> None:
-        self.log_path = tmp_path / "qcluster.log"
-        self.log = open(self.log_path, "w")  # noqa: SIM115  closed in stop()
-        self.proc = subprocess.Popen(  # noqa: S603
-            [sys.executable, "manage.py", "qcluster"],
-            cwd=ROOT,
-            env=subprocess_env(
-                SWITCHYARD_WORK_ROOT=str(tmp_path / "work"),
-                SWITCHYARD_WORKERS="2",
-                SWITCHYARD_HEARTBEAT_SECONDS="0.3",
-                SWITCHYARD_STOP_CHECK_SECONDS="0.1",
-                SWITCHYARD_KILL_GRACE="1",
-                SWITCHYARD_Q_POLL="0.05",
-                SWITCHYARD_LOG_BATCH_SECONDS="0.1",
-                SWITCHYARD_WORKER_ID="browser-tests",
-            ),
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
-
-
 @pytest.fixture
-def worker(live_server, transactional_db, tmp_path) -> Iterator[Worker]:
+def worker(live_server, transactional_db, tmp_path) -> Iterator[QCluster]:
     """A running worker cluster, registered as alive before the test starts."""
     from jobs.registry import workers_alive
 
-    cluster = Worker(tmp_path)
+    cluster = QCluster(tmp_path, "browser-tests", SWITCHYARD_LOG_BATCH_SECONDS="0.1")
     try:
         wait_for(lambda: cluster.proc.poll() is None and workers_alive().exists(), timeout=60,
                  interval=0.1, message="the worker cluster to register")

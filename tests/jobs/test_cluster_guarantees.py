@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import random
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -20,8 +19,8 @@ from jobs.reaper import reap
 from runs.models import Attempt, Event, Execution, ExecutionStatus, Run, RunStatus
 from runs.services import run_launch
 from runs.transitions import Actor, execution_cancel, run_cancel
+from tests.conftest import QCluster, wait_for
 from tests.conftest import process_alive as _alive
-from tests.conftest import subprocess_env, wait_for
 from tests.factories import TaskFactory
 
 ROOT = Path(django_settings.BASE_DIR)
@@ -29,46 +28,13 @@ PY = sys.executable
 BOB = Actor(via="api", label="bob")
 
 
-class Cluster:
-    """A `manage.py qcluster` child process pointed at the test database."""
-
-    def __init__(self, tmp_path: Path, name: str, workers: int) -> None:
-        self.log_path = tmp_path / f"{name}.log"
-        self.log = open(self.log_path, "w")  # noqa: SIM115  closed in stop()
-        self.proc = subprocess.Popen(  # noqa: S603
-            [PY, "manage.py", "qcluster"],
-            cwd=ROOT,
-            env=subprocess_env(
-                SWITCHYARD_WORK_ROOT=str(tmp_path / "work"),
-                SWITCHYARD_WORKERS=str(workers),
-                SWITCHYARD_HEARTBEAT_SECONDS="0.3",
-                SWITCHYARD_STOP_CHECK_SECONDS="0.1",
-                SWITCHYARD_KILL_GRACE="1",
-                SWITCHYARD_Q_POLL="0.05",
-                SWITCHYARD_WORKER_ID=name,
-            ),
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
-
-
 @pytest.fixture
 def clusters(transactional_db, tmp_path):
-    started: list[Cluster] = []
+    started: list[QCluster] = []
 
-    def start(count: int = 1, workers: int = 2) -> list[Cluster]:
+    def start(count: int = 1, workers: int = 2) -> list[QCluster]:
         for index in range(count):
-            started.append(Cluster(tmp_path, f"c{len(started) + index}", workers))
+            started.append(QCluster(tmp_path, f"c{len(started) + index}", workers=workers))
         return started
 
     yield start

@@ -7,10 +7,7 @@ partition) is fenced: its stale attempts record nothing."""
 
 from __future__ import annotations
 
-import contextlib
-import os
 import signal
-import subprocess
 import sys
 from datetime import timedelta
 from pathlib import Path
@@ -23,7 +20,7 @@ from runs.models import Attempt, Execution, Run, Schedule
 from runs.schedules import schedule_create
 from runs.services import run_launch
 from runs.transitions import Actor
-from tests.conftest import is_postgres, subprocess_env, wait_for
+from tests.conftest import QCluster, is_postgres, wait_for
 from tests.factories import TaskFactory
 
 ROOT = Path(django_settings.BASE_DIR)
@@ -37,45 +34,15 @@ pytestmark = [
 ]
 
 
-class Machine:
-    """One host: `manage.py qcluster` in its own session, so the whole tree can be signalled."""
-
-    def __init__(self, tmp_path: Path, name: str) -> None:
-        self.name = name
-        self.log_path = tmp_path / f"{name}.log"
-        self.log = open(self.log_path, "w")  # noqa: SIM115  closed in stop()
-        self.proc = subprocess.Popen(  # noqa: S603
-            [sys.executable, "manage.py", "qcluster"], cwd=ROOT, start_new_session=True,
-            env=subprocess_env(
-                SWITCHYARD_WORKER_ID=name, SWITCHYARD_WORKERS="2",
-                SWITCHYARD_WORK_ROOT=str(tmp_path / name / "work"),
-                SWITCHYARD_HEARTBEAT_SECONDS="0.3", SWITCHYARD_STOP_CHECK_SECONDS="0.1",
-                SWITCHYARD_LEASE_SECONDS="3", SWITCHYARD_REAP_SECONDS="1",
-                SWITCHYARD_KILL_GRACE="1", SWITCHYARD_Q_POLL="0.05",
-                SWITCHYARD_DB_IDLE_TX_TIMEOUT_MS="4000", SWITCHYARD_REDELIVER_SECONDS="5"),
-            stdout=self.log, stderr=subprocess.STDOUT)
-
-    def signal(self, sig: int) -> None:
-        os.killpg(self.proc.pid, sig)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                self.signal(signal.SIGCONT)
-                self.proc.send_signal(signal.SIGTERM)
-                self.proc.wait(timeout=30)
-            except (subprocess.TimeoutExpired, ProcessLookupError):
-                with contextlib.suppress(ProcessLookupError):
-                    self.signal(signal.SIGKILL)
-                self.proc.wait()
-        with contextlib.suppress(ProcessLookupError):  # nothing of the tree may outlive it
-            self.signal(signal.SIGKILL)
-        self.log.close()
-
-
 @pytest.fixture
 def machines(tmp_path):
-    started = [Machine(tmp_path, f"machine-{n}") for n in ("a", "b", "c")]
+    # One host each: its own worker id and working directory, short leases and reaper ticks.
+    started = [QCluster(tmp_path, f"machine-{n}", session=True,
+                        SWITCHYARD_WORK_ROOT=str(tmp_path / f"machine-{n}" / "work"),
+                        SWITCHYARD_LEASE_SECONDS="3", SWITCHYARD_REAP_SECONDS="1",
+                        SWITCHYARD_DB_IDLE_TX_TIMEOUT_MS="4000",
+                        SWITCHYARD_REDELIVER_SECONDS="5")
+               for n in ("a", "b", "c")]
     yield {m.name: m for m in started}
     for machine in started:
         machine.stop()

@@ -25,16 +25,6 @@ pytestmark = pytest.mark.django_db
 ACCOUNT = "/account/"
 
 
-@pytest.fixture
-def client_for(personas):
-    def make(name: str, **kwargs) -> Client:
-        client = Client(**kwargs)
-        client.force_login(personas[name])
-        return client
-
-    return make
-
-
 def messages_in(page: str) -> list[tuple[str, str]]:
     return [(level, html.unescape(text)) for level, text in
             re.findall(r'<li class="notice notice-(\w+)">(.*?)</li>', page, re.S)]

@@ -31,16 +31,6 @@ pytestmark = pytest.mark.django_db
 HX = {"HX-Request": "true"}
 
 
-@pytest.fixture
-def client_for(personas):
-    def make(name: str) -> Client:
-        client = Client()
-        client.force_login(personas[name])
-        return client
-
-    return make
-
-
 def launch(task, user, **params) -> Run:
     if not params and any(d["name"] == "name" for d in task.params_schema):
         params = {"name": "Ada"}

@@ -12,7 +12,6 @@ import html
 import re
 
 import pytest
-from django.test import Client
 
 from runs.models import AuditLog, Membership, Role
 from tests.factories import MembershipFactory, UserFactory
@@ -21,16 +20,6 @@ pytestmark = pytest.mark.django_db
 
 MEMBERS = "/p/demo/members/"
 HX = {"HX-Request": "true"}
-
-
-@pytest.fixture
-def client_for(personas):
-    def make(name: str, **kwargs) -> Client:
-        client = Client(**kwargs)
-        client.force_login(personas[name])
-        return client
-
-    return make
 
 
 def role_of(project, username: str) -> str | None:

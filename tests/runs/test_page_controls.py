@@ -24,16 +24,6 @@ CONTROL_FORM = re.compile(r'<form[^>]+action="/(runs|executions)/\d+/(cancel|pau
 
 
 @pytest.fixture
-def client_for(personas):
-    def make(name: str, **kwargs) -> Client:
-        client = Client(**kwargs)
-        client.force_login(personas[name])
-        return client
-
-    return make
-
-
-@pytest.fixture
 def run(hello_task, personas) -> Run:
     """A queued run: nothing dispatches it, no worker runs in these tests."""
     created, _ = run_launch(task=hello_task, raw_params={"name": "Ada"},

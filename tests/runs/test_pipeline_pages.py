@@ -33,16 +33,6 @@ pytestmark = pytest.mark.django_db
 HX = {"HX-Request": "true"}
 
 
-@pytest.fixture
-def client_for(personas):
-    def make(name: str, **kwargs) -> Client:
-        client = Client(**kwargs)
-        client.force_login(personas[name])
-        return client
-
-    return make
-
-
 def page_of(client: Client, run: Run) -> str:
     response = client.get(f"/runs/{run.pk}/")
     assert response.status_code == 200

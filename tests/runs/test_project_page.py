@@ -11,7 +11,6 @@ import re
 from datetime import timedelta
 
 import pytest
-from django.test import Client
 from django.utils import timezone
 
 from runs.charts import duration_chart, short_duration
@@ -21,16 +20,6 @@ from runs.transitions import Actor, execution_claim, execution_finish, execution
 from tests.factories import MembershipFactory, TaskFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def client_for(personas):
-    def make(name: str) -> Client:
-        client = Client()
-        client.force_login(personas[name])
-        return client
-
-    return make
 
 
 def launch(task, user) -> Run:

@@ -12,7 +12,6 @@ import re
 from datetime import UTC, datetime
 
 import pytest
-from django.test import Client
 
 from runs.models import Run, Trigger
 from runs.services import run_launch
@@ -20,16 +19,6 @@ from runs.transitions import Actor
 from tests.factories import TaskFactory
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def client_for(personas):
-    def make(name: str) -> Client:
-        client = Client()
-        client.force_login(personas[name])
-        return client
-
-    return make
 
 
 def launch(task, user, **params) -> Run:

@@ -13,7 +13,6 @@ import re
 
 import pytest
 import time_machine
-from django.test import Client
 from django.utils import timezone
 
 from runs.models import ExecutionStatus, Run, Trigger
@@ -24,16 +23,6 @@ from tests.factories import TaskFactory
 pytestmark = pytest.mark.django_db
 
 HX = {"HX-Request": "true"}
-
-
-@pytest.fixture
-def client_for(personas):
-    def make(name: str) -> Client:
-        client = Client()
-        client.force_login(personas[name])
-        return client
-
-    return make
 
 
 def launch(task, user, **params) -> Run:

@@ -222,14 +222,7 @@ def test_the_admin_creates_through_the_service_and_names_bad_fields(client, hell
 
 
 @pytest.mark.django_db
-def test_the_schedules_page_by_role(personas, hello_task):
-    from django.test import Client
-
-    def client_for(name):
-        c = Client()
-        c.force_login(personas[name])
-        return c
-
+def test_the_schedules_page_by_role(client_for, hello_task):
     alice, bob, carol = client_for("alice"), client_for("bob"), client_for("carol")
     assert client_for("mallory").get("/p/demo/schedules").status_code == 404
     empty = carol.get("/p/demo/schedules").content.decode()

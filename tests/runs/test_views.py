@@ -31,16 +31,6 @@ pytestmark = pytest.mark.django_db
 LAUNCH = "/p/demo/tasks/hello/launch"
 
 
-@pytest.fixture
-def client_for(personas):
-    def make(name: str) -> Client:
-        client = Client()
-        client.force_login(personas[name])
-        return client
-
-    return make
-
-
 def launch(task, user, *, trigger: str = Trigger.UI, **params) -> Run:
     run, _created = run_launch(
         task=task,
